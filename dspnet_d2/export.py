@@ -1,0 +1,74 @@
+"""Export a DN out of a supernet as a plain network, and recalibrate BN statistics."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .dn import DNSpec
+from .models import build_static_dn
+from .slim.base import Supernet
+
+__all__ = ["export_dn", "slice_state_dict", "recalibrate_bn"]
+
+
+def slice_state_dict(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """For every key of ``target``, the leading slice of ``source[key]`` with ``target``'s shape, cloned.
+
+    Raises ``KeyError`` for a key the source lacks and ``ValueError`` for a source tensor smaller than
+    the target (a DN that is not a sub-network of the source).
+    """
+    out = {}
+    for key, ref in target.items():
+        if key not in source:
+            raise KeyError(f"weights for {key!r} are missing from the source state_dict")
+        src = source[key]
+        if src.dim() != ref.dim() or any(s < r for s, r in zip(src.shape, ref.shape)):
+            raise ValueError(f"{key}: source shape {tuple(src.shape)} cannot be sliced to {tuple(ref.shape)}")
+        out[key] = src[tuple(slice(0, n) for n in ref.shape)].clone()
+    return out
+
+
+@torch.no_grad()
+def export_dn(supernet: Supernet, dn: "str | DNSpec") -> nn.Module:
+    """The DN ``dn`` of ``supernet`` as a plain torchvision network with independent (cloned) weights.
+
+    The result needs nothing from this package; its output equals the supernet's with ``dn`` active.
+    """
+    dn = supernet.check_dn(dn)
+    model = build_static_dn(dn, num_classes=supernet.num_classes)
+    model.load_state_dict(slice_state_dict(supernet.state_dict(), model.state_dict()), strict=True)
+    return model.train(supernet.training)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable, num_batches: int | None = None) -> int:
+    """Recompute every BatchNorm's running statistics as the exact average over ``num_batches`` batches.
+
+    ``batches`` yields tensors or tuples whose first item is the input (a DataLoader works). Works on an
+    exported DN or on a supernet slimmed to a DN (shared BN buffers then hold that DN's statistics).
+    Returns the number of batches used. Dropout and BN modes are restored afterwards.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.momentum) for m in norms]
+    was_training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: every batch weighs the same
+    model.train()
+    used = 0
+    try:
+        for batch in batches:
+            if num_batches is not None and used >= num_batches:
+                break
+            inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(inputs)
+            used += 1
+    finally:
+        for m, momentum in saved:
+            m.momentum = momentum
+        model.train(was_training)
+    if used == 0:
+        raise ValueError("recalibrate_bn got no batches")
+    return used

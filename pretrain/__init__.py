@@ -1,0 +1,1 @@
+"""The DSPNet / BYOL pretraining engine (``python -m pretrain --config-file ...``)."""

@@ -1,0 +1,49 @@
+import subprocess
+import sys
+
+import pytest
+from torchvision.models import mobilenet_v3_large, resnet18, resnet34
+
+from dspnet_d2.complexity import count_flops, count_params, dn_complexity
+
+BLOCK_DETECTRON2 = "import sys; sys.modules['detectron2'] = None; "
+
+
+def test_core_imports_without_detectron2():
+    code = BLOCK_DETECTRON2 + "import dspnet_d2, pretrain; from dspnet_d2 import build_supernet, export_dn"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("dn,make_tv", [
+    ("mbv3_w0.5", lambda: mobilenet_v3_large(width_mult=0.5)),
+    ("mbv3_w1.0", lambda: mobilenet_v3_large()),
+    ("resnet18", resnet18),
+    ("resnet34", resnet34),
+])
+def test_complexity_matches_torchvision_models(dn, make_tv):
+    tv_model = make_tv()
+    ours = dn_complexity(dn, resolution=224, num_classes=1000)
+    assert ours["params"] == count_params(tv_model)
+    assert ours["flops"] == count_flops(tv_model, 224)
+    headless = dn_complexity(dn, resolution=224)
+    assert headless["params"] < ours["params"] and headless["flops"] < ours["flops"]
+
+
+def test_known_sizes():
+    assert dn_complexity("mbv3_w1.0", num_classes=1000)["params"] == 5_483_032  # torchvision's table
+    assert dn_complexity("resnet18", num_classes=1000)["params"] == 11_689_512
+    assert dn_complexity("resnet18")["resolution"] == 128
+
+
+def test_dn_table_tool(tmp_path):
+    csv_path = tmp_path / "table.csv"
+    result = subprocess.run([sys.executable, "tools/dn_table.py", "--family", "mbv3_s3", "--csv", str(csv_path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "| mbv3_w0.75 | 224 |" in result.stdout
+    lines = csv_path.read_text().splitlines()
+    assert lines[0] == "dn,resolution,params,flops" and len(lines) == 4
+    dn, res, params, flops = lines[3].split(",")
+    assert dn == "mbv3_w1.0" and int(params) == dn_complexity("mbv3_w1.0")["params"]
+    assert int(flops) == dn_complexity("mbv3_w1.0")["flops"]
