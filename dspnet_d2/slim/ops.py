@@ -7,10 +7,11 @@ torch layers so their state_dict keys and shapes are those of the largest networ
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["make_divisible", "SlimConv2d", "SlimBatchNorm2d", "SlimLinear", "set_bn_momentum"]
+__all__ = ["make_divisible", "SlimConv2d", "SlimBatchNorm1d", "SlimBatchNorm2d", "SlimLinear", "configure_norms"]
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -46,25 +47,88 @@ class SlimConv2d(nn.Conv2d):
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
 
 
-class SlimBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose statistics and affine parameters are shared leading slices.
+class _SlimNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose statistics and affine parameters are shared leading slices.
 
     Running statistics are updated in place on the active slice; a DN's statistics are only exact
     after ``recalibrate_bn`` (US-Nets / OFA practice), since every sub-network writes to them.
+
+    Two training-time options, off by default:
+    - ``sync``: batch statistics over all DDP ranks. torch's SyncBatchNorm is GPU-only and cannot
+      slice; this all-reduce version runs on CPU (gloo) and GPU alike.
+    - ``stat_weight`` (Momentum BN, Momentum^2 Teacher): normalise with
+      ``(1 - a) * running + a * batch`` statistics, ``a`` set from outside each step.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1):
-        super().__init__(num_features, eps=eps, momentum=momentum)
+    sync: bool = False
+    stat_weight: float | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
+        weight, bias = self.weight[:channels], self.bias[:channels]
+        running_mean, running_var = self.running_mean[:channels], self.running_var[:channels]
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training:
             self.num_batches_tracked.add_(1)
-            if self.momentum is None:  # cumulative moving average, as nn.BatchNorm2d
+            if self.momentum is None:  # cumulative moving average, as torch's BatchNorm
                 factor = 1.0 / float(self.num_batches_tracked)
-        return F.batch_norm(x, self.running_mean[:channels], self.running_var[:channels],
-                            self.weight[:channels], self.bias[:channels], self.training, factor, self.eps)
+        if not self.training or (not self._synced() and self.stat_weight is None):
+            return F.batch_norm(x, running_mean, running_var, weight, bias, self.training, factor, self.eps)
+        mean, var, count = _batch_stats(x, self._synced())
+        with torch.no_grad():
+            unbiased = var * (count / max(count - 1, 1))
+        if self.stat_weight is not None:
+            a = float(self.stat_weight)
+            mean = (1 - a) * running_mean + a * mean
+            var = (1 - a) * running_var + a * var
+            with torch.no_grad():
+                running_mean.copy_(mean)
+                running_var.copy_(var)
+        else:
+            with torch.no_grad():
+                running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
+                running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
+        shape = (1, channels) + (1,) * (x.dim() - 2)
+        scale = (weight * torch.rsqrt(var + self.eps)).view(shape)
+        return (x - mean.view(shape)) * scale + bias.view(shape)
+
+    def _synced(self) -> bool:
+        return self.sync and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _batch_stats(x: torch.Tensor, synced: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per-channel mean and biased variance of ``x`` (over all ranks if ``synced``), and the count."""
+    dims = [0] + list(range(2, x.dim()))
+    count = x.numel() // x.shape[1]
+    sums = torch.cat([x.sum(dims), (x * x).sum(dims)])
+    if synced:
+        from torch.distributed.nn.functional import all_reduce  # differentiable all-reduce
+
+        sums = all_reduce(sums)
+        count *= dist.get_world_size()
+    mean, sq_mean = sums.chunk(2)
+    mean, sq_mean = mean / count, sq_mean / count
+    return mean, (sq_mean - mean * mean).clamp_min(0), count
+
+
+class SlimBatchNorm2d(_SlimNorm, nn.BatchNorm2d):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1):
+        super().__init__(num_features, eps=eps, momentum=momentum)
+
+
+class SlimBatchNorm1d(_SlimNorm, nn.BatchNorm1d):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1):
+        super().__init__(num_features, eps=eps, momentum=momentum)
+
+
+def configure_norms(module: nn.Module, sync: bool | None = None, stat_weight: float | None = ...) -> None:
+    """Set the ``sync`` / ``stat_weight`` options of every slim norm layer under ``module``."""
+    for m in module.modules():
+        if isinstance(m, _SlimNorm):
+            if sync is not None:
+                m.sync = sync
+            if stat_weight is not ...:
+                m.stat_weight = stat_weight
 
 
 class SlimLinear(nn.Linear):
@@ -77,9 +141,3 @@ class SlimLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.bias[:self.active_out] if self.bias is not None else None
         return F.linear(x, self.weight[:self.active_out, :x.shape[-1]], bias)
-
-
-def set_bn_momentum(module: nn.Module, momentum: float | None) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.momentum = momentum

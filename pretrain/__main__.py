@@ -1,0 +1,23 @@
+"""``python -m pretrain --config-file configs/pretrain/<recipe>.yaml [KEY VALUE ...]``
+
+Runs on one CPU/GPU process, or on many GPUs/nodes under torchrun; restarting the same command
+resumes from the newest checkpoint in OUTPUT_DIR.
+"""
+import argparse
+import sys
+
+from .config import load_cfg
+from .engine import main
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m pretrain", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, help="a recipe under configs/pretrain/")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. SOLVER.EPOCHS 100")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    sys.exit(main(load_cfg(args.config_file, args.opts)))

@@ -1,0 +1,58 @@
+"""Atomic, self-describing checkpoints of tensors and plain Python values (``weights_only`` loads)."""
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+
+FORMAT = "dspnet-pretrain-v1"
+_NAME = re.compile(r"^checkpoint_(\d{8})\.pth$")
+
+__all__ = ["FORMAT", "save_atomic", "checkpoint_path", "list_checkpoints", "latest_checkpoint",
+           "prune_checkpoints", "load_checkpoint", "check_signature"]
+
+
+def save_atomic(obj, path: str) -> None:
+    """Write to a temporary file, then rename: a killed writer never leaves a half file behind."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def checkpoint_path(output_dir: str, step: int) -> str:
+    return os.path.join(output_dir, f"checkpoint_{step:08d}.pth")
+
+
+def list_checkpoints(output_dir: str) -> list[str]:
+    """Checkpoints in ``output_dir``, oldest first."""
+    if not os.path.isdir(output_dir):
+        return []
+    names = sorted(n for n in os.listdir(output_dir) if _NAME.match(n))
+    return [os.path.join(output_dir, n) for n in names]
+
+
+def latest_checkpoint(output_dir: str) -> str | None:
+    found = list_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def prune_checkpoints(output_dir: str, keep: int) -> None:
+    for path in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
+        os.remove(path)
+
+
+def load_checkpoint(path: str) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a dspnet pretraining checkpoint (expected format {FORMAT!r})")
+    return state
+
+
+def check_signature(state: dict, signature: dict, path: str) -> None:
+    """Refuse a checkpoint of another recipe, family or DN set instead of half-loading it."""
+    saved = state.get("signature", {})
+    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs this run {v!r}" for k, v in signature.items() if saved.get(k) != v]
+    if diffs:
+        raise ValueError(f"checkpoint {path} belongs to another run; refusing to resume from it.\n  "
+                         + "\n  ".join(diffs) + "\nUse another OUTPUT_DIR or CHECKPOINT.RESUME False.")

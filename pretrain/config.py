@@ -1,0 +1,110 @@
+"""The pretraining config: a yacs/fvcore CfgNode with every key commented (paper defaults)."""
+from __future__ import annotations
+
+from fvcore.common.config import CfgNode as CN
+
+from dspnet_d2.dn import dn_set, largest_dn, smallest_dn
+
+_C = CN()
+_C.RECIPE = ""  # recipe name, set from the config file's name; part of the checkpoint signature
+
+_C.MODEL = CN()
+_C.MODEL.DNS = "mbv3_s5"  # DN set name (mbv3_s3/s5/s11, resnet_s9), one DN (BYOL baseline) or "dn1,dn2,..."
+_C.MODEL.NUM_SUBNETS = 4  # n: sub-networks per step (sandwich rule: smallest + largest + n-2 random); 1 = BYOL
+_C.MODEL.FULL_ONLY_EPOCHS = 10  # first epochs train the full network only
+_C.MODEL.PROJ_HIDDEN = 4096  # projector / predictor hidden width (Linear-BN-ReLU-Linear)
+_C.MODEL.PROJ_DIM = 256  # projection / prediction output width
+_C.MODEL.TAU_BASE = 0.996  # EMA momentum tau at step 0, raised to 1 by cosine over training
+_C.MODEL.MOMENTUM_BN = True  # target BN uses momentum statistics (Momentum^2 Teacher), weight 1 -> 0 by cosine
+_C.MODEL.SYNC_BN = True  # batch statistics over all ranks (online encoder, projector, predictor, target)
+
+_C.DATA = CN()
+_C.DATA.ROOT = "datasets/imagenet"  # ImageFolder root (iopath path) holding <SPLIT>/<class>/<image>
+_C.DATA.SPLIT = "train"  # sub-folder used for pretraining
+_C.DATA.RESOLUTION = 224  # crop size (224 for mbv3, 128 for resnet in the paper)
+_C.DATA.CROP_SCALE = (0.08, 1.0)  # RandomResizedCrop scale range
+_C.DATA.NUM_WORKERS = 8  # data-loading processes per rank
+_C.DATA.MEAN = (0.485, 0.456, 0.406)  # input normalisation (ImageNet, RGB)
+_C.DATA.STD = (0.229, 0.224, 0.225)
+
+_C.SOLVER = CN()
+_C.SOLVER.BATCH_SIZE = 4096  # global batch over all ranks
+_C.SOLVER.EPOCHS = 300  # training length
+_C.SOLVER.BASE_LR = 0.2  # LARS lr per 256 images: lr = BASE_LR x BATCH_SIZE / 256
+_C.SOLVER.WARMUP_EPOCHS = 10  # linear warm-up, then cosine decay to 0
+_C.SOLVER.WEIGHT_DECAY = 1.5e-6  # on weights only (ndim > 1), added before the LARS trust ratio
+_C.SOLVER.MOMENTUM = 0.9  # LARS momentum
+_C.SOLVER.LARS_ETA = 0.001  # LARS trust coefficient
+
+_C.AMP = CN()
+_C.AMP.ENABLED = False  # mixed precision on GPU
+_C.AMP.DTYPE = "bfloat16"  # "bfloat16" or "float16" (float16 uses a GradScaler)
+_C.CHANNELS_LAST = False  # channels_last memory format on GPU
+
+_C.CHECKPOINT = CN()
+_C.CHECKPOINT.PERIOD = 1000  # iterations between checkpoints (one is also written at every epoch end)
+_C.CHECKPOINT.KEEP = 3  # checkpoints kept (the newest)
+_C.CHECKPOINT.RESUME = True  # resume from the newest checkpoint in OUTPUT_DIR when there is one
+
+_C.LOG_PERIOD = 20  # iterations between metric records (JSON lines + TensorBoard)
+_C.EXPORT = True  # after training, write every DN's weights to OUTPUT_DIR/export/<dn>.pth
+_C.OUTPUT_DIR = "output/pretrain"  # run directory: config.yaml, checkpoints, metrics, exports
+_C.SEED = 0  # seeds init, data order, augmentations and sub-network sampling
+_C.DEVICE = "auto"  # "auto" (cuda when present), "cuda" or "cpu"
+
+
+def get_cfg() -> CN:
+    return _C.clone()
+
+
+def load_cfg(config_file: str | None = None, opts: list[str] | None = None) -> CN:
+    """Default config, merged with ``config_file`` (``_BASE_`` allowed) and ``KEY VALUE`` overrides.
+
+    Unknown keys are errors; the result is validated and frozen.
+    """
+    import os
+
+    cfg = get_cfg()
+    if opts and len(opts) % 2:
+        raise ValueError(f"overrides come as KEY VALUE pairs, got an odd list: {opts}")
+    try:  # yacs reports unknown keys as KeyError (files) or AssertionError (lists)
+        if config_file:
+            cfg.merge_from_file(config_file)
+            if not cfg.RECIPE:
+                cfg.RECIPE = os.path.splitext(os.path.basename(config_file))[0]
+        if opts:
+            cfg.merge_from_list(list(opts))
+    except (KeyError, AssertionError) as err:
+        raise ValueError(f"bad config key or value ({err}); see pretrain/config.py for the valid keys") from None
+    validate_cfg(cfg)
+    cfg.freeze()
+    return cfg
+
+
+def validate_cfg(cfg: CN, world_size: int = 1) -> None:
+    """Fail early, with a clear message, on values that would break the run later."""
+    dns = dn_set(parse_dns(cfg.MODEL.DNS))
+    n = cfg.MODEL.NUM_SUBNETS
+    if n < 1 or n > len(dns):
+        raise ValueError(f"MODEL.NUM_SUBNETS={n} must be in 1..{len(dns)} (the size of DN set {cfg.MODEL.DNS})")
+    if largest_dn(dns) not in dns:
+        raise ValueError(f"DN set {cfg.MODEL.DNS} has no largest member; the sandwich rule needs one")
+    if n >= 2:
+        smallest_dn(dns)  # raises if the set has no smallest member
+    if cfg.SOLVER.BATCH_SIZE < 1 or cfg.SOLVER.BATCH_SIZE % world_size:
+        raise ValueError(f"SOLVER.BATCH_SIZE={cfg.SOLVER.BATCH_SIZE} must be a positive multiple of the "
+                         f"world size {world_size}")
+    if cfg.SOLVER.EPOCHS < 1:
+        raise ValueError("SOLVER.EPOCHS must be >= 1")
+    if cfg.AMP.DTYPE not in ("bfloat16", "float16"):
+        raise ValueError(f"AMP.DTYPE must be bfloat16 or float16, got {cfg.AMP.DTYPE}")
+    if cfg.DEVICE not in ("auto", "cuda", "cpu"):
+        raise ValueError(f"DEVICE must be auto, cuda or cpu, got {cfg.DEVICE}")
+    low, high = cfg.DATA.CROP_SCALE
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"DATA.CROP_SCALE must satisfy 0 < low <= high <= 1, got {cfg.DATA.CROP_SCALE}")
+
+
+def parse_dns(text: str):
+    """``MODEL.DNS`` as given to ``dn_set``: a set name, one DN, or a comma-separated list of DNs."""
+    return [part.strip() for part in text.split(",")] if "," in text else text

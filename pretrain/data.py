@@ -1,0 +1,145 @@
+"""Pretraining data: ImageFolder through iopath, BYOL's two asymmetric views, a resumable sampler.
+
+Augmentations are seeded per (epoch, image), so a resumed run sees exactly the views an
+uninterrupted one would, whatever the number of workers or ranks.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from iopath.common.file_io import g_pathmgr
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+from torchvision import transforms as T
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+__all__ = ["ImageFolderIO", "TwoViewDataset", "ResumableSampler", "byol_transforms", "collate_views"]
+
+
+class ImageFolderIO(Dataset):
+    """``root/<class>/<image>`` read through iopath; ``__getitem__`` returns (PIL image or None, label).
+
+    An unreadable, corrupt or truncated file gives ``None`` instead of raising, so callers can skip it.
+    """
+
+    def __init__(self, root: str):
+        if not g_pathmgr.isdir(root):
+            raise FileNotFoundError(f"image folder {root!r} does not exist")
+        self.root = root
+        self.classes = sorted(d for d in g_pathmgr.ls(root) if g_pathmgr.isdir(os.path.join(root, d)))
+        if not self.classes:
+            raise FileNotFoundError(f"image folder {root!r} has no class sub-folders")
+        self.samples: list[tuple[str, int]] = []
+        for label, name in enumerate(self.classes):
+            folder = os.path.join(root, name)
+            files = sorted(f for f in g_pathmgr.ls(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not files:
+                raise FileNotFoundError(f"class folder {folder!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            self.samples += [(os.path.join(folder, f), label) for f in files]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> Image.Image | None:
+        path = self.samples[index][0]
+        try:
+            with g_pathmgr.open(path, "rb") as f:
+                image = Image.open(f)
+                image.load()  # decode now: truncated files raise here
+                return image.convert("RGB")
+        except (OSError, ValueError, SyntaxError) as err:
+            logger.warning("skipping unreadable image %s: %s", path, err)
+            return None
+
+    def __getitem__(self, index: int):
+        return self.load(index), self.samples[index][1]
+
+
+def byol_transforms(resolution: int, crop_scale=(0.08, 1.0), mean=(0.485, 0.456, 0.406),
+                    std=(0.229, 0.224, 0.225)) -> tuple[T.Compose, T.Compose]:
+    """BYOL's asymmetric augmentations: blur p = 1.0 / 0.1, solarize p = 0.0 / 0.2."""
+    kernel = max(3, int(0.1 * resolution) // 2 * 2 + 1)  # ~10% of the image, odd (23 at 224 px)
+
+    def view(blur_p: float, solarize_p: float) -> T.Compose:
+        return T.Compose([
+            T.RandomResizedCrop(resolution, scale=tuple(crop_scale), interpolation=T.InterpolationMode.BICUBIC),
+            T.RandomHorizontalFlip(),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.RandomApply([T.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=blur_p),
+            T.RandomSolarize(threshold=128, p=solarize_p),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ])
+
+    return view(1.0, 0.0), view(0.1, 0.2)
+
+
+class TwoViewDataset(Dataset):
+    """Two augmented views of each image. Items are requested as ``(index, seed)``.
+
+    A corrupt image is replaced by the next readable one and counted, so batches keep their size
+    (DDP ranks stay in step) and the count reaches the logs.
+    """
+
+    def __init__(self, images: ImageFolderIO, transforms: tuple[T.Compose, T.Compose]):
+        self.images, self.transforms = images, transforms
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, seed = item
+        for skipped in range(len(self.images)):
+            image = self.images.load((index + skipped) % len(self.images))
+            if image is not None:
+                break
+        else:
+            raise RuntimeError(f"no readable image in {self.images.root}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transforms[0](image), self.transforms[1](image), skipped
+
+
+def collate_views(batch):
+    view1, view2, skipped = zip(*batch)
+    return torch.stack(view1), torch.stack(view2), sum(skipped)
+
+
+class ResumableSampler(Sampler):
+    """Per-epoch shuffled indices split across ranks, resumable at any batch, with per-image seeds.
+
+    Yields ``(index, seed)``. The epoch is cut to a multiple of the global batch, so every rank
+    runs the same number of steps; global batch k holds the same images for any world size.
+    """
+
+    def __init__(self, size: int, global_batch: int, rank: int = 0, world_size: int = 1, seed: int = 0):
+        if global_batch % world_size:
+            raise ValueError(f"global batch {global_batch} is not divisible by world size {world_size}")
+        if size < global_batch:
+            raise ValueError(f"the dataset has {size} images, fewer than one global batch of {global_batch}")
+        self.size, self.global_batch, self.rank, self.world_size, self.seed = size, global_batch, rank, world_size, seed
+        self.batch = global_batch // world_size
+        self.epoch, self.start_batch = 0, 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.size // self.global_batch
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        return (self.steps_per_epoch - self.start_batch) * self.batch
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=gen)[:self.steps_per_epoch * self.global_batch].tolist()
+        mine = order[self.rank::self.world_size]  # global batch k = order[k*B:(k+1)*B] on any world size
+        for index in mine[self.start_batch * self.batch:]:
+            yield index, (self.seed * 1_000_003 + self.epoch) * 100_000_007 + index

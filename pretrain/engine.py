@@ -1,0 +1,248 @@
+"""The pretraining loop: one process per device, DDP when launched with torchrun, resumable."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from dspnet_d2.dn import dn_set
+from dspnet_d2.export import export_dn
+
+from .checkpoint import (FORMAT, check_signature, checkpoint_path, latest_checkpoint, load_checkpoint,
+                         prune_checkpoints, save_atomic)
+from .config import parse_dns, validate_cfg
+from .data import ImageFolderIO, ResumableSampler, TwoViewDataset, byol_transforms, collate_views
+from .method import DSPNet
+from .metrics import MetricWriter
+from .optim import LARS, bn_stat_weight_at, lars_param_groups, lr_at, tau_at
+
+logger = logging.getLogger("pretrain")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def setup_distributed(device_pref: str) -> tuple[int, int, torch.device]:
+    """Rank, world size and device; initialises the process group under torchrun."""
+    use_cuda = torch.cuda.is_available() if device_pref == "auto" else device_pref == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("DEVICE is cuda but no CUDA device is available")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return rank, world_size, device
+
+
+def run_signature(cfg) -> dict:
+    """What a checkpoint must share with a run to be resumed by it."""
+    return {"recipe": cfg.RECIPE, "dns": [str(d) for d in dn_set(parse_dns(cfg.MODEL.DNS))], "num_subnets": cfg.MODEL.NUM_SUBNETS,
+            "proj": [cfg.MODEL.PROJ_HIDDEN, cfg.MODEL.PROJ_DIM], "batch_size": cfg.SOLVER.BATCH_SIZE,
+            "epochs": cfg.SOLVER.EPOCHS, "resolution": cfg.DATA.RESOLUTION}
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.rank, self.world_size, self.device = setup_distributed(cfg.DEVICE)
+        validate_cfg(cfg, self.world_size)
+        self.is_main = self.rank == 0
+        torch.manual_seed(cfg.SEED)
+        self.method = DSPNet(parse_dns(cfg.MODEL.DNS), cfg.MODEL.NUM_SUBNETS, cfg.MODEL.PROJ_HIDDEN,
+                             cfg.MODEL.PROJ_DIM).to(self.device)
+        self.method.set_sync_bn(cfg.MODEL.SYNC_BN and self.world_size > 1)
+        self.channels_last = cfg.CHANNELS_LAST and self.device.type == "cuda"
+        if self.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        self.online = self.method.online
+        if self.world_size > 1:
+            self.online = torch.nn.parallel.DistributedDataParallel(
+                self.method.online, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=False, broadcast_buffers=False)
+        self.optimizer = LARS(lars_param_groups([self.method.online], cfg.SOLVER.WEIGHT_DECAY), lr=0.0,
+                              momentum=cfg.SOLVER.MOMENTUM, weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+                              eta=cfg.SOLVER.LARS_ETA)
+        self.amp_dtype = torch.bfloat16 if cfg.AMP.DTYPE == "bfloat16" else torch.float16
+        self.amp = cfg.AMP.ENABLED and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        images = ImageFolderIO(os.path.join(cfg.DATA.ROOT, cfg.DATA.SPLIT))
+        transforms = byol_transforms(cfg.DATA.RESOLUTION, cfg.DATA.CROP_SCALE, cfg.DATA.MEAN, cfg.DATA.STD)
+        self.sampler = ResumableSampler(len(images), cfg.SOLVER.BATCH_SIZE, self.rank, self.world_size, cfg.SEED)
+        self.loader = torch.utils.data.DataLoader(
+            TwoViewDataset(images, transforms), batch_size=self.sampler.batch, sampler=self.sampler,
+            num_workers=cfg.DATA.NUM_WORKERS, collate_fn=collate_views, pin_memory=self.device.type == "cuda",
+            drop_last=True)
+        self.steps_per_epoch = self.sampler.steps_per_epoch
+        self.total_steps = cfg.SOLVER.EPOCHS * self.steps_per_epoch
+        self.warmup_steps = cfg.SOLVER.WARMUP_EPOCHS * self.steps_per_epoch
+        self.peak_lr = cfg.SOLVER.BASE_LR * cfg.SOLVER.BATCH_SIZE / 256
+        self.step = 0
+        self.metrics = MetricWriter(cfg.OUTPUT_DIR, enabled=self.is_main)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"format": FORMAT, "signature": run_signature(self.cfg), "config": self.cfg.dump(),
+                "step": self.step, "online": self.method.online.state_dict(),
+                "target": self.method.target.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "rng": _rng_state()}
+
+    def save(self) -> None:
+        if self.is_main:
+            save_atomic(self.state_dict(), checkpoint_path(self.cfg.OUTPUT_DIR, self.step))
+            prune_checkpoints(self.cfg.OUTPUT_DIR, self.cfg.CHECKPOINT.KEEP)
+        if self.world_size > 1:
+            dist.barrier()
+
+    def resume(self) -> bool:
+        path = latest_checkpoint(self.cfg.OUTPUT_DIR) if self.cfg.CHECKPOINT.RESUME else None
+        if path is None:
+            return False
+        state = load_checkpoint(path)
+        check_signature(state, run_signature(self.cfg), path)
+        self.method.online.load_state_dict(state["online"])
+        self.method.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        self.step = state["step"]
+        logger.info("resumed from %s at step %d", path, self.step)
+        return True
+
+    # -- one step ----------------------------------------------------------------------------------
+    def train_step(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, float]:
+        cfg, step = self.cfg, self.step
+        epoch = step // self.steps_per_epoch
+        lr = lr_at(step, self.total_steps, self.warmup_steps, self.peak_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.method.set_target_bn_weight(bn_stat_weight_at(step, self.total_steps) if cfg.MODEL.MOMENTUM_BN else None)
+        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
+        with autocast:
+            projections = self.method.target_projections(view1, view2)  # once per step
+        subnets = self.method.sample(step, cfg.SEED, full_only=epoch < cfg.MODEL.FULL_ONLY_EPOCHS)
+        losses = []
+        for i, dn in enumerate(subnets):  # the largest runs last and carries the one all-reduce
+            self.method.online.encoder.set_active(dn)
+            sync = contextlib.nullcontext() if i == len(subnets) - 1 or self.world_size == 1 else self.online.no_sync()
+            with sync:
+                with autocast:
+                    loss = self.method.symmetric_loss(self.online(view1, view2), projections)
+                self.scaler.scale(loss).backward()
+            losses.append(loss.detach().float())
+        values = torch.stack(losses).tolist()  # one host sync per step
+        for dn, value in zip(subnets, values):
+            if not torch.isfinite(torch.tensor(value)):
+                self.optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteLossError(f"non-finite loss {value} at step {step} (epoch {epoch}) for sub-network "
+                                         f"{dn}; the last good checkpoint is kept in {cfg.OUTPUT_DIR}")
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        tau = tau_at(step, self.total_steps, cfg.MODEL.TAU_BASE)
+        self.method.update_target(tau)
+        self.step += 1
+        return {"lr": lr, "tau": tau, "loss": sum(values), **{f"loss/{dn}": v for dn, v in zip(subnets, values)}}
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def train(self, stop_after: int | None = None) -> int:
+        """Train to the end (or ``stop_after`` more steps, to simulate an interruption); returns the step."""
+        self.resume()
+        self.method.train()
+        stop_at = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc="pretrain",
+                   dynamic_ncols=True)
+        skipped_total, tick, tick_step = 0, time.perf_counter(), self.step
+        while self.step < stop_at:
+            epoch, start = divmod(self.step, self.steps_per_epoch)
+            self.sampler.set_epoch(epoch, start)
+            for view1, view2, skipped in self.loader:
+                view1 = view1.to(self.device, non_blocking=True)
+                view2 = view2.to(self.device, non_blocking=True)
+                if self.channels_last:
+                    view1, view2 = (v.contiguous(memory_format=torch.channels_last) for v in (view1, view2))
+                record = self.train_step(view1, view2)
+                skipped_total += skipped
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.3g}")
+                end_of_epoch = self.step % self.steps_per_epoch == 0
+                if self.step % self.cfg.LOG_PERIOD == 0 or end_of_epoch or self.step == stop_at:
+                    now = time.perf_counter()
+                    images = (self.step - tick_step) * self.cfg.SOLVER.BATCH_SIZE
+                    record.update(epoch=epoch, images_per_s=images / max(now - tick, 1e-9),
+                                  skipped_images=skipped_total * self.world_size)
+                    self.metrics.write(self.step, record)
+                    tick, tick_step = now, self.step
+                if self.step % self.cfg.CHECKPOINT.PERIOD == 0 or end_of_epoch or self.step == stop_at:
+                    self.save()
+                if self.step >= stop_at:
+                    break
+        bar.close()
+        if skipped_total:
+            logger.warning("skipped %d unreadable images on rank %d", skipped_total, self.rank)
+        if self.step >= self.total_steps and self.cfg.EXPORT:
+            self.export()
+        self.metrics.close()
+        return self.step
+
+    def export(self) -> dict[str, str]:
+        """Write each DN's weights (export_dn of the online encoder) to OUTPUT_DIR/export/<dn>.pth."""
+        paths = {}
+        if self.is_main:
+            folder = os.path.join(self.cfg.OUTPUT_DIR, "export")
+            os.makedirs(folder, exist_ok=True)
+            encoder = self.method.online.encoder
+            for dn in self.method.dns:
+                model = export_dn(encoder, dn)
+                paths[str(dn)] = os.path.join(folder, f"{dn}.pth")
+                save_atomic({"format": "dspnet-dn-v1", "dn": str(dn), "config": self.cfg.dump(),
+                             "step": self.step, "state_dict": model.state_dict()}, paths[str(dn)])
+            logger.info("exported %d DNs to %s", len(paths), folder)
+        return paths
+
+
+def main(cfg) -> int:
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+                        handlers=[logging.StreamHandler(sys.stdout),
+                                  logging.FileHandler(os.path.join(cfg.OUTPUT_DIR, "log.txt"))])
+    trainer = Trainer(cfg)
+    if trainer.is_main:
+        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+            f.write(cfg.dump())
+        logger.info("pretraining %s: %d steps of %d images on %d rank(s), device %s", cfg.RECIPE or "run",
+                    trainer.total_steps, cfg.SOLVER.BATCH_SIZE, trainer.world_size, trainer.device)
+    try:
+        trainer.train()
+    except NonFiniteLossError as err:
+        logger.error("%s", err)
+        return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0

@@ -1,0 +1,84 @@
+"""LARS and the per-step schedules (lr, EMA tau, momentum-BN weight)."""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+from torch import nn
+
+__all__ = ["LARS", "lars_param_groups", "lr_at", "tau_at", "bn_stat_weight_at"]
+
+
+class LARS(torch.optim.Optimizer):
+    """LARS as in BYOL: weight decay is added to the gradient *before* the trust ratio
+    ``eta * ||w|| / ||g + wd w||``; groups with ``lars_exclude=True`` (biases and norm parameters)
+    get neither weight decay nor adaptation.
+
+    torch has no LARS, and torchvision/fvcore offer none; this one keeps everything on the device
+    (``torch.where`` instead of Python branches) so a step never synchronises with the host.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001):
+        if lr < 0 or momentum < 0 or weight_decay < 0 or eta <= 0:
+            raise ValueError(f"invalid LARS hyper-parameters lr={lr} momentum={momentum} wd={weight_decay} eta={eta}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta,
+                                      lars_exclude=False))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if not group["lars_exclude"]:
+                    grad = grad.add(p, alpha=group["weight_decay"])
+                    w_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(grad)
+                    trust = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm,
+                                        torch.ones_like(w_norm))
+                    grad = grad.mul(trust)
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = state["momentum_buffer"]
+                buf.mul_(group["momentum"]).add_(grad)
+                p.add_(buf, alpha=-group["lr"])
+        return loss
+
+
+def lars_param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
+    """Two groups: weights (ndim > 1: decay + adaptation) and biases / norm parameters (neither)."""
+    weights, excluded = [], []
+    for module in modules:
+        for p in module.parameters():
+            if p.requires_grad:
+                (weights if p.ndim > 1 else excluded).append(p)
+    return [{"params": weights, "weight_decay": weight_decay, "lars_exclude": False},
+            {"params": excluded, "weight_decay": 0.0, "lars_exclude": True}]
+
+
+def _cosine(step: int, total: int) -> float:
+    """1 at step 0, 0 at ``total``, half a cosine in between."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(max(step, 0), total) / max(total, 1)))
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
+    """Linear warm-up from 0 to ``peak_lr`` over ``warmup_steps``, then cosine decay to 0."""
+    if step < warmup_steps:
+        return peak_lr * (step + 1) / warmup_steps
+    return peak_lr * _cosine(step - warmup_steps, total_steps - warmup_steps)
+
+
+def tau_at(step: int, total_steps: int, tau_base: float) -> float:
+    """BYOL's EMA momentum: ``1 - (1 - tau_base) (cos(pi k / K) + 1) / 2``, tau_base -> 1."""
+    return 1.0 - (1.0 - tau_base) * _cosine(step, total_steps)
+
+
+def bn_stat_weight_at(step: int, total_steps: int) -> float:
+    """Momentum-BN weight of the batch statistics: 1 -> 0 by cosine over training."""
+    return _cosine(step, total_steps)

@@ -1,0 +1,149 @@
+import json
+import os
+
+import pytest
+import torch
+
+from dspnet_d2 import build_static_dn
+from pretrain.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from pretrain.config import load_cfg, validate_cfg
+from pretrain.engine import NonFiniteLossError, Trainer
+from pretrain.method import DSPNet
+from pretrain_utils import tiny_cfg, tiny_data
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return tiny_data(tmp_path_factory.mktemp("demo"))
+
+
+def _records(output_dir):
+    with open(os.path.join(output_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _assert_same_weights(a: dict, b: dict, atol=1e-6):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=atol), key
+
+
+def test_full_run_warmup_sandwich_export_and_checkpoints(data_root, tmp_path):
+    cfg = tiny_cfg(data_root, tmp_path)
+    trainer = Trainer(cfg)
+    assert trainer.total_steps == 8 and trainer.steps_per_epoch == 4
+    calls = []
+    trainer.method.target.register_forward_hook(lambda *args: calls.append(1))
+    assert trainer.train() == 8
+    assert len(calls) == 2 * 8  # the target runs once per view per step, whatever n is
+    records = _records(tmp_path)
+    assert [r["step"] for r in records] == list(range(1, 9))
+    for r in records:
+        losses = {k[5:]: v for k, v in r.items() if k.startswith("loss/")}
+        if r["step"] <= 4:  # first epoch: the full network only
+            assert list(losses) == ["mbv3_w1.0"]
+        else:
+            assert list(losses) == ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w1.0"]
+        assert r["loss"] == pytest.approx(sum(losses.values()), rel=1e-5)
+        assert {"lr", "tau", "images_per_s", "skipped_images", "epoch"} <= r.keys()
+    assert len(list_checkpoints(tmp_path)) == cfg.CHECKPOINT.KEEP
+    state = load_checkpoint(latest_checkpoint(tmp_path))  # weights_only=True inside
+    assert state["step"] == 8 and "MODEL:" in state["config"]
+    assert os.path.exists(tmp_path / "tb")
+    for dn in ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w1.0"]:
+        saved = torch.load(tmp_path / "export" / f"{dn}.pth", weights_only=True)
+        assert saved["dn"] == dn
+        build_static_dn(dn).load_state_dict(saved["state_dict"], strict=True)
+
+
+def test_interrupted_run_resumes_to_the_same_weights(data_root, tmp_path):
+    straight = Trainer(tiny_cfg(data_root, tmp_path / "a"))
+    straight.train()
+    first = Trainer(tiny_cfg(data_root, tmp_path / "b"))
+    assert first.train(stop_after=5) == 5  # killed mid-epoch 1 (4 steps per epoch)
+    del first
+    resumed = Trainer(tiny_cfg(data_root, tmp_path / "b"))  # the same command again
+    assert resumed.train() == 8
+    _assert_same_weights(straight.method.online.state_dict(), resumed.method.online.state_dict())
+    _assert_same_weights(straight.method.target.state_dict(), resumed.method.target.state_dict())
+    _assert_same_weights(straight.optimizer.state_dict()["state"][0], resumed.optimizer.state_dict()["state"][0])
+
+
+def test_checkpoint_of_another_dn_set_is_refused(data_root, tmp_path):
+    Trainer(tiny_cfg(data_root, tmp_path)).train(stop_after=2)
+    other = Trainer(tiny_cfg(data_root, tmp_path, "MODEL.DNS", "mbv3_s5", "MODEL.NUM_SUBNETS", "3"))
+    with pytest.raises(ValueError, match="another run"):
+        other.train()
+
+
+def test_foreign_file_is_not_a_checkpoint(tmp_path):
+    torch.save({"model": {}}, tmp_path / "checkpoint_00000001.pth")
+    with pytest.raises(ValueError, match="not a dspnet pretraining checkpoint"):
+        load_checkpoint(str(tmp_path / "checkpoint_00000001.pth"))
+
+
+def test_non_finite_loss_stops_with_step_and_subnet(data_root, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_cfg(data_root, tmp_path, "SOLVER.WARMUP_EPOCHS", "0", "MODEL.FULL_ONLY_EPOCHS", "0"))
+    original = DSPNet.symmetric_loss
+
+    def poisoned(predictions, projections):
+        loss = original(predictions, projections)
+        if trainer.step == 3 and predictions[0].shape[-1] and trainer.method.online.encoder.active.width == 0.75:
+            return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(DSPNet, "symmetric_loss", staticmethod(poisoned))
+    with pytest.raises(NonFiniteLossError, match=r"step 3 .*mbv3_w0\.75"):
+        trainer.train()
+    assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 2  # the last good one stays
+
+
+def test_corrupt_and_truncated_images_are_skipped_and_counted(data_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root / "train", root / "train")
+    good = next((root / "train" / "circle").iterdir())
+    (root / "train" / "circle" / "zz_garbage.png").write_bytes(b"not an image at all")
+    (root / "train" / "square" / "zz_truncated.png").write_bytes(good.read_bytes()[:200])
+    trainer = Trainer(tiny_cfg(root, tmp_path / "out", "SOLVER.EPOCHS", "2"))
+    trainer.train()
+    assert _records(tmp_path / "out")[-1]["skipped_images"] >= 2  # each is met at least once in 2 epochs
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["MODEL.DNS", "mbv3_w0.3"], "not on the mbv3 grid"),
+    (["MODEL.DNS", "mbv3_s3", "MODEL.NUM_SUBNETS", "4"], "NUM_SUBNETS=4"),
+    (["MODEL.DNS", "resnet_w1.5_d2222,resnet34", "MODEL.NUM_SUBNETS", "2"], "no largest member"),
+    (["SOLVER.BATCH_SIZE", "0"], "BATCH_SIZE"),
+    (["AMP.DTYPE", "float8"], "AMP.DTYPE"),
+])
+def test_bad_config_values_fail_at_start(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_cfg("configs/pretrain/demo.yaml", overrides)
+
+
+def test_unknown_key_and_world_size_checks():
+    with pytest.raises(ValueError, match="MODEL.NOT_A_KEY"):
+        load_cfg("configs/pretrain/demo.yaml", ["MODEL.NOT_A_KEY", "1"])
+    with pytest.raises(ValueError, match="KEY VALUE pairs"):
+        load_cfg("configs/pretrain/demo.yaml", ["SOLVER.EPOCHS"])
+    cfg = load_cfg("configs/pretrain/demo.yaml", ["SOLVER.BATCH_SIZE", "64"])
+    with pytest.raises(ValueError, match="multiple of the world size 3"):
+        validate_cfg(cfg, world_size=3)
+
+
+@pytest.mark.parametrize("recipe", ["dspnet_mbv3_imagenet", "dspnet_resnet_imagenet", "byol_mbv3_imagenet",
+                                    "byol_resnet_imagenet", "demo"])
+def test_recipes_load_with_paper_values(recipe):
+    cfg = load_cfg(f"configs/pretrain/{recipe}.yaml")
+    assert cfg.RECIPE == recipe
+    if recipe != "demo":
+        assert cfg.SOLVER.BATCH_SIZE == 4096 and cfg.SOLVER.EPOCHS == 300 and cfg.SOLVER.BASE_LR == 0.2
+        assert cfg.SOLVER.WEIGHT_DECAY == 1.5e-6 and cfg.SOLVER.WARMUP_EPOCHS == 10 and cfg.MODEL.TAU_BASE == 0.996
+        assert cfg.MODEL.PROJ_HIDDEN == 4096 and cfg.MODEL.PROJ_DIM == 256
+    if recipe.startswith("dspnet"):
+        assert cfg.MODEL.NUM_SUBNETS == 4 and cfg.MODEL.FULL_ONLY_EPOCHS == 10 and cfg.MODEL.MOMENTUM_BN
+        assert cfg.DATA.RESOLUTION == (224 if "mbv3" in recipe else 128)
+    if recipe.startswith("byol"):
+        assert cfg.MODEL.NUM_SUBNETS == 1
