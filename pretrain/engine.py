@@ -155,7 +155,11 @@ class Trainer:
                     loss = self.method.symmetric_loss(self.online(view1, view2), projections)
                 self.scaler.scale(loss).backward()
             losses.append(loss.detach().float())
-        values = torch.stack(losses).tolist()  # one host sync per step
+        stacked = torch.stack(losses)
+        if self.world_size > 1:  # every rank sees the global losses, so all stop together on a NaN
+            dist.all_reduce(stacked)
+            stacked /= self.world_size
+        values = stacked.tolist()  # one host sync per step
         for dn, value in zip(subnets, values):
             if not torch.isfinite(torch.tensor(value)):
                 self.optimizer.zero_grad(set_to_none=True)

@@ -6,6 +6,8 @@ torch layers so their state_dict keys and shapes are those of the largest networ
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -102,9 +104,11 @@ def _batch_stats(x: torch.Tensor, synced: bool) -> tuple[torch.Tensor, torch.Ten
     count = x.numel() // x.shape[1]
     sums = torch.cat([x.sum(dims), (x * x).sum(dims)])
     if synced:
-        from torch.distributed.nn.functional import all_reduce  # differentiable all-reduce
+        with warnings.catch_warnings():  # its replacement is not differentiable yet
+            warnings.simplefilter("ignore", FutureWarning)
+            from torch.distributed.nn.functional import all_reduce  # differentiable all-reduce
 
-        sums = all_reduce(sums)
+            sums = all_reduce(sums)
         count *= dist.get_world_size()
     mean, sq_mean = sums.chunk(2)
     mean, sq_mean = mean / count, sq_mean / count

@@ -1,0 +1,88 @@
+"""Multi-process runs through the real launcher (torchrun, gloo on CPU), and a real kill + restart."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from pretrain_utils import tiny_data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return tiny_data(tmp_path_factory.mktemp("demo"))
+
+
+def _args(data_root, output_dir, *extra):
+    return ["--config-file", "configs/pretrain/demo.yaml", "DATA.ROOT", str(data_root), "OUTPUT_DIR", str(output_dir),
+            "DATA.RESOLUTION", "32", "DATA.NUM_WORKERS", "0", "MODEL.DNS", "mbv3_s3", "MODEL.NUM_SUBNETS", "3",
+            "MODEL.PROJ_HIDDEN", "32", "MODEL.PROJ_DIM", "16", "SOLVER.BATCH_SIZE", "16", "SOLVER.BASE_LR", "0.2",
+            "MODEL.FULL_ONLY_EPOCHS", "0", "SOLVER.WARMUP_EPOCHS", "1", "CHECKPOINT.PERIOD", "1",
+            "CHECKPOINT.KEEP", "20", "LOG_PERIOD", "1", "EXPORT", "False", *extra]
+
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)  # same float math in every run
+
+
+def _torchrun(nproc, args):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "pretrain", *args]
+    result = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def _losses(output_dir):
+    with open(os.path.join(output_dir, "metrics.jsonl")) as f:
+        return [{k: v for k, v in json.loads(line).items() if k.startswith("loss")} for line in f]
+
+
+def _ckpt(output_dir, step):
+    return torch.load(os.path.join(output_dir, f"checkpoint_{step:08d}.pth"), weights_only=True)
+
+
+def test_two_process_ddp_equals_one_process(data_root, tmp_path):
+    _torchrun(1, _args(data_root, tmp_path / "one", "SOLVER.EPOCHS", "1"))
+    _torchrun(2, _args(data_root, tmp_path / "two", "SOLVER.EPOCHS", "1"))
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(one) == len(two) == 4
+    for a, b in zip(one, two):  # the same sub-networks, the same global-batch losses
+        assert a.keys() == b.keys() and len(a) == 4
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-4), key
+    # weights: equal up to float reduction order (tiny batches amplify it over later steps)
+    a, b = _ckpt(tmp_path / "one", 2), _ckpt(tmp_path / "two", 2)
+    for part in ("online", "target"):
+        for key, value in a[part].items():
+            assert torch.allclose(value.float(), b[part][key].float(), rtol=1e-4, atol=1e-5), (part, key)
+
+
+@pytest.mark.slow
+def test_killed_run_restarts_from_its_checkpoint_to_the_same_weights(data_root, tmp_path):
+    args_straight = _args(data_root, tmp_path / "straight", "SOLVER.EPOCHS", "3")
+    args_killed = _args(data_root, tmp_path / "killed", "SOLVER.EPOCHS", "3")
+    cmd = [sys.executable, "-m", "pretrain"]
+    subprocess.run(cmd + args_straight, cwd=ROOT, env=_env(), check=True, capture_output=True, timeout=600)
+    proc = subprocess.Popen(cmd + args_killed, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    target = tmp_path / "killed" / "checkpoint_00000005.pth"  # mid-epoch 1 (4 steps per epoch)
+    deadline = time.time() + 300
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(int(p.stem.split("_")[1]) for p in (tmp_path / "killed").glob("checkpoint_*.pth"))
+    assert 5 <= killed_at < 12, "the run was not interrupted mid-way"
+    result = subprocess.run(cmd + args_killed, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resumed from" in result.stdout + result.stderr
+    a, b = _ckpt(tmp_path / "straight", 12), _ckpt(tmp_path / "killed", 12)
+    for part in ("online", "target"):
+        for key, value in a[part].items():
+            assert torch.allclose(value.float(), b[part][key].float(), atol=1e-6), (part, key)
