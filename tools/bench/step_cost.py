@@ -35,8 +35,9 @@ def step_flops(dns_sampled: list[list[str]], full: str, resolution: int, proj_hi
 
     def encoder_flops(dn):
         if dn not in cache:
-            model = build_static_dn(dn)
-            dim = model(torch.zeros(1, 3, 32, 32)).shape[1]
+            model = build_static_dn(dn).eval()
+            with torch.no_grad():
+                dim = model(torch.zeros(1, 3, 32, 32)).shape[1]
             head = dim * proj_hidden + proj_hidden * proj_dim  # projector matmuls per image
             cache[dn] = count_flops(model, resolution) + head
         return cache[dn]
@@ -47,50 +48,75 @@ def step_flops(dns_sampled: list[list[str]], full: str, resolution: int, proj_hi
     return statistics.mean(per_step)
 
 
-def run_variant(dns: str, n: int, batch: int, resolution: int, steps: int, device: str) -> dict:
-    """Runs in its own process: a few real training steps on random images."""
-    import torch
+def build_trainer(dns: str, n: int, batch: int, resolution: int, device: str, out: str):
     from pretrain.config import load_cfg
     from pretrain.demo_data import make_demo_dataset
     from pretrain.engine import Trainer
 
-    rss_base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # after imports, before the model
     data = make_demo_dataset(os.path.join(tempfile.gettempdir(), "dspnet_bench_data"), train_per_class=8,
                              val_per_class=1, coco_train_images=1, coco_val_images=1)
+    cfg = load_cfg("configs/pretrain/dspnet_mbv3_imagenet.yaml", [
+        "MODEL.DNS", dns, "MODEL.NUM_SUBNETS", str(n), "MODEL.FULL_ONLY_EPOCHS", "0", "DATA.ROOT", str(data),
+        "DATA.RESOLUTION", str(resolution), "DATA.NUM_WORKERS", "0", "SOLVER.BATCH_SIZE", str(batch),
+        "SOLVER.EPOCHS", "1000", "OUTPUT_DIR", out, "DEVICE", device, "AMP.ENABLED", str(device == "cuda")])
+    trainer = Trainer(cfg)
+    trainer.step = trainer.steps_per_epoch * 20  # past warm-up: the sandwich rule is on
+    return trainer
+
+
+def _timed_step(trainer, views) -> tuple[float, list[str]]:
+    import torch
+    start = time.perf_counter()
+    record = trainer.train_step(*views)
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, [k[5:] for k in record if k.startswith("loss/")]
+
+
+def run_variant(dns: str, n: int, batch: int, resolution: int, steps: int, device: str) -> dict:
+    """Runs in its own process, so the peak memory is this variant's alone; also counts step FLOPs."""
+    import torch
+
+    rss_base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # after imports, before the model
     with tempfile.TemporaryDirectory() as out:
-        cfg = load_cfg("configs/pretrain/dspnet_mbv3_imagenet.yaml", [
-            "MODEL.DNS", dns, "MODEL.NUM_SUBNETS", str(n), "MODEL.FULL_ONLY_EPOCHS", "0", "DATA.ROOT", str(data),
-            "DATA.RESOLUTION", str(resolution), "DATA.NUM_WORKERS", "0", "SOLVER.BATCH_SIZE", str(batch),
-            "SOLVER.EPOCHS", "1000", "OUTPUT_DIR", out, "DEVICE", device, "AMP.ENABLED", str(device == "cuda")])
-        trainer = Trainer(cfg)
-        trainer.step = trainer.steps_per_epoch * 20  # past warm-up: the sandwich rule is on
+        trainer = build_trainer(dns, n, batch, resolution, device, out)
         views = [torch.randn(batch, 3, resolution, resolution, device=trainer.device) for _ in range(2)]
-        trainer.train_step(*views)  # warm-up step (allocations, kernels)
-        sampled, times = [], []
         if trainer.device.type == "cuda":
-            torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        for _ in range(steps):
-            start = time.perf_counter()
-            record = trainer.train_step(*views)
-            if trainer.device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-            sampled.append([k[5:] for k in record if k.startswith("loss/")])
+        sampled = [_timed_step(trainer, views)[1] for _ in range(steps + 1)]
         if trainer.device.type == "cuda":
             memory = torch.cuda.max_memory_allocated()
         else:
             memory = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_base) * 1024  # peak RSS growth
-        full = str(trainer.method.full_dn)
-        flops = step_flops(sampled, full, resolution, cfg.MODEL.PROJ_HIDDEN, cfg.MODEL.PROJ_DIM)
-    return {"dns": dns, "n": n, "time": statistics.median(times), "memory": memory, "flops": flops}
+        flops = step_flops(sampled, str(trainer.method.full_dn), resolution, trainer.cfg.MODEL.PROJ_HIDDEN,
+                           trainer.cfg.MODEL.PROJ_DIM)
+    return {"dns": dns, "n": n, "memory": memory, "flops": flops}
+
+
+def time_side_by_side(variants: list[tuple[str, int]], args) -> dict[str, float]:
+    """Median step time of each variant, steps interleaved round-robin in one process."""
+    import torch
+
+    times = {dns: [] for dns, _ in variants}
+    with tempfile.TemporaryDirectory() as out:
+        trainers = {dns: build_trainer(dns, n, args.batch, args.resolution, args.device, os.path.join(out, dns))
+                    for dns, n in variants}
+        views = [torch.randn(args.batch, 3, args.resolution, args.resolution, device=args.device) for _ in range(2)]
+        for trainer in trainers.values():
+            _timed_step(trainer, views)  # warm-up
+        for _ in range(args.steps):
+            for dns, trainer in trainers.items():
+                times[dns].append(_timed_step(trainer, views)[0])
+    return {dns: statistics.median(t) for dns, t in times.items()}
 
 
 def measure(args, dns: str, n: int) -> dict:
     cmd = [sys.executable, __file__, "--variant", dns, "--n", str(n), "--batch", str(args.batch),
            "--resolution", str(args.resolution), "--steps", str(args.steps), "--device", args.device]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"variant {dns} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> None:
@@ -107,19 +133,20 @@ def main(argv=None) -> None:
         print(json.dumps(run_variant(args.variant, args.n, args.batch, args.resolution, args.steps, args.device)))
         return
     print(f"device={args.device} batch={args.batch} resolution={args.resolution} steps={args.steps}", flush=True)
-    byol = measure(args, "mbv3_w1.0", 1)
-    dspnet = measure(args, "mbv3_s5", 4)
-    t, f, m = dspnet["time"] / byol["time"], dspnet["flops"] / byol["flops"], dspnet["memory"] / byol["memory"]
-    print(f"BYOL mbv3_w1.0 step: {byol['time'] * 1e3:.0f} ms, {byol['flops'] / 1e9:.2f} GFLOPs, "
-          f"{byol['memory'] / 2**20:.0f} MiB")
-    print(f"DSPNet n=4 step:     {dspnet['time'] * 1e3:.0f} ms, {dspnet['flops'] / 1e9:.2f} GFLOPs, "
-          f"{dspnet['memory'] / 2**20:.0f} MiB")
+    byol, dspnet = measure(args, "mbv3_w1.0", 1), measure(args, "mbv3_s5", 4)
+    individual = [] if args.skip_individual else [(dn, 1) for dn in DSPNET_DNS if dn != "mbv3_w1.0"]
+    times = time_side_by_side([("mbv3_w1.0", 1), ("mbv3_s5", 4)] + individual, args)
+    t, f = times["mbv3_s5"] / times["mbv3_w1.0"], dspnet["flops"] / byol["flops"]
+    m = dspnet["memory"] / byol["memory"]
+    for name, r in (("BYOL mbv3_w1.0", byol), ("DSPNet n=4 mbv3_s5", dspnet)):
+        print(f"{name} step: {times[r['dns']] * 1e3:.0f} ms, {r['flops'] / 1e9:.2f} GFLOPs/image, "
+              f"{r['memory'] / 2**20:.0f} MiB peak")
     print(f"time ratio {t:.3f} | FLOP ratio {f:.3f} | time/FLOP ratio {t / f:.3f} (goal <= 1.05) | "
           f"paper 2.11 | memory ratio {m:.3f} (goal <= 1.15)", flush=True)
-    if not args.skip_individual:
-        each = [measure(args, dn, 1) for dn in DSPNET_DNS]
-        total = sum(r["time"] for r in each) / byol["time"]
-        print("BYOL one by one: " + ", ".join(f"{r['dns']} {r['time'] / byol['time']:.2f}x" for r in each))
+    if individual:
+        total = sum(times[dn] for dn in DSPNET_DNS) / times["mbv3_w1.0"]
+        print("BYOL steps of each DN / BYOL-1.0: " + ", ".join(f"{dn} {times[dn] / times['mbv3_w1.0']:.2f}x"
+                                                           for dn in DSPNET_DNS))
         print(f"5 DNs one by one: {total:.2f}x a BYOL-1.0 step (paper 4.42x) vs DSPNet {t:.2f}x (paper 2.11x)")
 
 
