@@ -61,8 +61,9 @@ class ImageFolderIO(Dataset):
 
 
 def byol_transforms(resolution: int, crop_scale=(0.08, 1.0), mean=(0.485, 0.456, 0.406),
-                    std=(0.229, 0.224, 0.225)) -> tuple[T.Compose, T.Compose]:
-    """BYOL's asymmetric augmentations: blur p = 1.0 / 0.1, solarize p = 0.0 / 0.2."""
+                    std=(0.229, 0.224, 0.225), blur_prob=(1.0, 0.1),
+                    solarize_prob=(0.0, 0.2)) -> tuple[T.Compose, T.Compose]:
+    """BYOL's asymmetric augmentations: blur p = 1.0 / 0.1, solarize p = 0.0 / 0.2 by default."""
     kernel = max(3, int(0.1 * resolution) // 2 * 2 + 1)  # ~10% of the image, odd (23 at 224 px)
 
     def view(blur_p: float, solarize_p: float) -> T.Compose:
@@ -77,7 +78,7 @@ def byol_transforms(resolution: int, crop_scale=(0.08, 1.0), mean=(0.485, 0.456,
             T.Normalize(mean, std),
         ])
 
-    return view(1.0, 0.0), view(0.1, 0.2)
+    return view(blur_prob[0], solarize_prob[0]), view(blur_prob[1], solarize_prob[1])
 
 
 class TwoViewDataset(Dataset):

@@ -92,7 +92,8 @@ class Trainer:
         self.amp = cfg.AMP.ENABLED and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         images = ImageFolderIO(os.path.join(cfg.DATA.ROOT, cfg.DATA.SPLIT))
-        transforms = byol_transforms(cfg.DATA.RESOLUTION, cfg.DATA.CROP_SCALE, cfg.DATA.MEAN, cfg.DATA.STD)
+        transforms = byol_transforms(cfg.DATA.RESOLUTION, cfg.DATA.CROP_SCALE, cfg.DATA.MEAN, cfg.DATA.STD,
+                                     cfg.DATA.BLUR_PROB, cfg.DATA.SOLARIZE_PROB)
         self.sampler = ResumableSampler(len(images), cfg.SOLVER.BATCH_SIZE, self.rank, self.world_size, cfg.SEED)
         self.loader = torch.utils.data.DataLoader(
             TwoViewDataset(images, transforms), batch_size=self.sampler.batch, sampler=self.sampler,

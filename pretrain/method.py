@@ -109,8 +109,8 @@ class DSPNet(nn.Module):
     def update_target(self, tau: float) -> None:
         """xi <- tau xi + (1 - tau) theta, over the target's encoder and projector parameters."""
         online = dict(self.online.named_parameters())
-        for name, target_param in self.target.named_parameters():
-            target_param.lerp_(online[name], 1.0 - tau)
+        pairs = [(target, online[name]) for name, target in self.target.named_parameters()]
+        torch._foreach_lerp_([t for t, _ in pairs], [o for _, o in pairs], 1.0 - tau)  # one fused launch
 
     def set_target_bn_weight(self, weight: float | None) -> None:
         """Momentum BN in the target: weight of the batch statistics (None: plain BN)."""

@@ -86,3 +86,21 @@ def test_killed_run_restarts_from_its_checkpoint_to_the_same_weights(data_root, 
     for part in ("online", "target"):
         for key, value in a[part].items():
             assert torch.allclose(value.float(), b[part][key].float(), atol=1e-6), (part, key)
+
+
+def test_two_process_knn_evaluation_equals_one_process(data_root, tmp_path):
+    _torchrun(1, _args(data_root, tmp_path / "run", "SOLVER.EPOCHS", "1", "EXPORT", "True"))
+    weights = tmp_path / "run" / "export" / "mbv3_w0.5.pth"
+
+    def evaluate(nproc, out):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "pretrain.eval", "--config-file", "configs/eval/knn.yaml", "PRETRAINED", str(weights),
+               "DATA.ROOT", str(data_root), "DATA.RESOLUTION", "32", "DATA.NUM_WORKERS", "0", "KNN.K", "5",
+               "TRAIN.BATCH_SIZE", "10", "BN_RECALIBRATION.BATCHES", "3", "OUTPUT_DIR", str(out)]
+        result = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        with open(out / "results.json") as f:
+            return json.load(f)["results"][0]
+
+    one, two = evaluate(1, tmp_path / "one"), evaluate(2, tmp_path / "two")
+    assert one["top1"] == two["top1"] and one["top5"] == two["top5"]

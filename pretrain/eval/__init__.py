@@ -1,0 +1,1 @@
+"""Per-DN evaluation: linear, kNN and semi-supervised protocols (``python -m pretrain.eval``)."""

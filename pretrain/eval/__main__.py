@@ -1,0 +1,37 @@
+"""``python -m pretrain.eval --config-file configs/eval/<protocol>.yaml PRETRAINED <ckpt> DNS all [KEY VALUE ...]``
+
+Evaluates every DN of a DSPNet checkpoint (or the given DNs, or BYOL checkpoints) and writes
+results.md / results.csv / results.json and accuracy.png into OUTPUT_DIR. Runs under torchrun too;
+rerunning the same command skips finished DNs and resumes classifier training.
+"""
+import argparse
+import logging
+import sys
+
+import torch.distributed as dist
+
+from .config import load_eval_cfg
+from .runner import Evaluation
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pretrain.eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, help="a protocol under configs/eval/")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. PRETRAINED run/ckpt.pth")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+                        stream=sys.stdout)
+    cfg = load_eval_cfg(args.config_file, args.opts)
+    try:
+        results = Evaluation(cfg).run()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    for r in results:
+        print(f"{r['series']:>12} {r['dn']:>22}  top-1 {r['top1']:6.2f}  top-5 {r['top5']:6.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Evaluation data: labelled images with train (random crop + flip) or eval (resize + center crop) views."""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+from torchvision import transforms as T
+
+from ..data import ImageFolderIO
+
+
+def eval_transform(resolution: int, resize_ratio: float, mean, std) -> T.Compose:
+    return T.Compose([T.Resize(int(round(resolution / resize_ratio)), interpolation=T.InterpolationMode.BICUBIC),
+                      T.CenterCrop(resolution), T.ToTensor(), T.Normalize(mean, std)])
+
+
+def train_transform(resolution: int, mean, std) -> T.Compose:
+    return T.Compose([T.RandomResizedCrop(resolution, interpolation=T.InterpolationMode.BICUBIC),
+                      T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+
+
+class LabelledImages(Dataset):
+    """``(image tensor, label, index)`` for the chosen ``indices`` of an image folder.
+
+    An unreadable image is replaced by the next readable one of the selection (and logged by the folder).
+    """
+
+    def __init__(self, images: ImageFolderIO, transform, indices: list[int] | None = None):
+        self.images, self.transform = images, transform
+        self.indices = list(range(len(images))) if indices is None else list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int):
+        for offset in range(len(self.indices)):
+            index = self.indices[(position + offset) % len(self.indices)]
+            image = self.images.load(index)
+            if image is not None:
+                return self.transform(image), self.images.samples[index][1], position
+        raise RuntimeError(f"no readable image in {self.images.root}")
+
+
+def make_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int = 0,
+                drop_last: bool = False) -> DataLoader:
+    """Sharded across ranks under DDP (``batch_size`` is the global batch)."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    sampler = None
+    if world > 1:
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=max(1, batch_size // world), shuffle=shuffle and sampler is None,
+                      sampler=sampler, num_workers=num_workers, drop_last=drop_last, generator=generator,
+                      pin_memory=torch.cuda.is_available())
+
+
+@torch.no_grad()
+def extract_features(model: torch.nn.Module, loader: DataLoader, device: torch.device, desc: str = "features"):
+    """Pooled features and labels of every sample, in dataset order, gathered from all ranks."""
+    from tqdm import tqdm
+
+    model.eval()
+    feats, labels, positions = [], [], []
+    main = not dist.is_initialized() or dist.get_rank() == 0
+    for x, y, pos in tqdm(loader, desc=desc, disable=not main, leave=False):
+        feats.append(model(x.to(device, non_blocking=True)).float().cpu())
+        labels.append(y)
+        positions.append(pos)
+    feats, labels, positions = torch.cat(feats), torch.cat(labels), torch.cat(positions)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        gathered = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, (feats, labels, positions))
+        feats, labels, positions = (torch.cat(parts) for parts in zip(*gathered))
+    order = torch.argsort(positions, stable=True)
+    feats, labels, positions = feats[order], labels[order], positions[order]
+    keep = torch.ones_like(positions, dtype=torch.bool)
+    keep[1:] = positions[1:] != positions[:-1]  # DistributedSampler pads with repeats
+    return feats[keep], labels[keep]

@@ -1,0 +1,52 @@
+"""Tables (markdown, CSV, JSON) and the accuracy-vs-FLOPs/params plot of an evaluation run."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+FIELDS = ("series", "dn", "params", "flops", "top1", "top5")
+
+
+def write_report(results: list[dict], output_dir: str, title: str) -> dict[str, str]:
+    """Writes results.{md,csv,json} and accuracy.png into ``output_dir``; returns their paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    paths = {ext: os.path.join(output_dir, f"results.{ext}") for ext in ("md", "csv", "json")}
+    paths["png"] = os.path.join(output_dir, "accuracy.png")
+    with open(paths["json"], "w") as f:
+        json.dump({"title": title, "results": results}, f, indent=2)
+    with open(paths["csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(results)
+    lines = [f"### {title}", "", "| series | DN | params (M) | FLOPs (M) | top-1 | top-5 |",
+             "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['series']} | {r['dn']} | {r['params'] / 1e6:.2f} | {r['flops'] / 1e6:.1f} | {r['top1']:.2f} "
+              f"| {r['top5']:.2f} |" for r in results]
+    with open(paths["md"], "w") as f:
+        f.write("\n".join(lines) + "\n")
+    plot_accuracy(results, paths["png"], title)
+    return paths
+
+
+def plot_accuracy(results: list[dict], path: str, title: str) -> None:
+    """Top-1 vs FLOPs and vs params, one line per series (the shape of the paper's Fig. 4/5/7)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for series in dict.fromkeys(r["series"] for r in results):
+        rows = sorted((r for r in results if r["series"] == series), key=lambda r: r["flops"])
+        for ax, key, scale in ((axes[0], "flops", 1e6), (axes[1], "params", 1e6)):
+            ax.plot([r[key] / scale for r in rows], [r["top1"] for r in rows], marker="o", label=series)
+    for ax, label in ((axes[0], "FLOPs (M)"), (axes[1], "params (M)")):
+        ax.set_xlabel(label)
+        ax.set_ylabel("top-1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

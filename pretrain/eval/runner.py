@@ -1,0 +1,143 @@
+"""Evaluate every DN of one or more checkpoints with one protocol; write tables and plots."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import torch
+import torch.distributed as dist
+
+from dspnet_d2.complexity import count_flops, count_params
+from dspnet_d2.export import recalibrate_bn
+from dspnet_d2.models import build_static_dn
+
+from ..data import ImageFolderIO
+from ..engine import setup_distributed
+from .classifier import Classifier, train_classifier
+from .data import LabelledImages, eval_transform, extract_features, make_loader, train_transform
+from .knn import knn_scores, topk_accuracy
+from .report import write_report
+from .subsets import draw_balanced, read_list_file, write_list_file
+from .weights import read_pretrained
+
+logger = logging.getLogger("pretrain.eval")
+
+
+def _series_name(weights, is_baseline: bool) -> str:
+    return "BYOL" if is_baseline or len(weights.dns) == 1 else "DSPNet"
+
+
+class Evaluation:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.rank, self.world, self.device = setup_distributed(cfg.DEVICE)
+        self.main = self.rank == 0
+        # every input is checked here, before any training starts
+        self.jobs = []
+        sources = ([(cfg.PRETRAINED, False)] if cfg.PRETRAINED else []) + [(p, True) for p in cfg.BASELINES]
+        for path, is_baseline in sources:
+            weights = read_pretrained(path)
+            dns = weights.select(cfg.DNS) if not is_baseline else weights.dns
+            self.jobs += [(_series_name(weights, is_baseline), weights, dn) for dn in dns]
+        if cfg.RANDOM_INIT:
+            self.jobs += [("random init", None, dn) for series, _, dn in list(self.jobs) if series != "BYOL"]
+        families = {dn.family for _, _, dn in self.jobs}
+        if len(families) != 1:
+            raise ValueError(f"all evaluated DNs must be of one family, got {sorted(families)}")
+        family_res = self.jobs[0][2].info.resolution
+        self.resolution = cfg.DATA.RESOLUTION or family_res
+        self.train_images = ImageFolderIO(os.path.join(cfg.DATA.ROOT, cfg.DATA.TRAIN_SPLIT))
+        self.val_images = ImageFolderIO(os.path.join(cfg.DATA.ROOT, cfg.DATA.VAL_SPLIT))
+        if self.val_images.classes != self.train_images.classes:
+            raise ValueError("train and val splits have different class folders")
+        self.subset = self._labelled_subset()
+
+    def _labelled_subset(self) -> list[int] | None:
+        cfg = self.cfg
+        if cfg.SUBSET.LIST_FILE:
+            return read_list_file(cfg.SUBSET.LIST_FILE, self.train_images.samples)
+        if cfg.SUBSET.PERCENT:
+            indices = draw_balanced(self.train_images.samples, cfg.SUBSET.PERCENT, cfg.SUBSET.SEED)
+            if self.main:
+                os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+                write_list_file(os.path.join(cfg.OUTPUT_DIR, f"subset_{cfg.SUBSET.PERCENT:g}percent.txt"),
+                                self.train_images.samples, indices)
+            return indices
+        return None
+
+    # -- per DN ------------------------------------------------------------------------------------
+    def encoder(self, weights, dn) -> torch.nn.Module:
+        if weights is None:
+            torch.manual_seed(self.cfg.SEED)
+            return build_static_dn(dn)
+        return weights.encoder(dn)
+
+    def run(self) -> list[dict]:
+        results = [self.evaluate(series, weights, dn) for series, weights, dn in self.jobs]
+        if self.main:
+            title = (f"{self.cfg.PROTOCOL} on {self.cfg.DATA.ROOT}, {self.resolution} px, BN recalibration "
+                     f"{'on' if self.cfg.BN_RECALIBRATION.ENABLED else 'off'}")
+            paths = write_report(results, self.cfg.OUTPUT_DIR, title)
+            logger.info("wrote %s", ", ".join(paths.values()))
+        return results
+
+    def evaluate(self, series: str, weights, dn) -> dict:
+        cfg = self.cfg
+        folder = os.path.join(cfg.OUTPUT_DIR, series.replace(" ", "_"), str(dn))
+        result_path = os.path.join(folder, "result.json")
+        if os.path.exists(result_path):  # finished earlier: resume skips it
+            with open(result_path) as f:
+                return json.load(f)
+        os.makedirs(folder, exist_ok=True)
+        model = self.encoder(weights, dn).to(self.device)
+        norm = (cfg.DATA.MEAN, cfg.DATA.STD)
+        center = eval_transform(self.resolution, cfg.DATA.RESIZE_RATIO, *norm)
+        if cfg.BN_RECALIBRATION.ENABLED:
+            # the same batches on every rank, so every rank ends with the same statistics
+            loader = torch.utils.data.DataLoader(LabelledImages(self.train_images, center), shuffle=False,
+                                                 batch_size=cfg.TRAIN.BATCH_SIZE, num_workers=cfg.DATA.NUM_WORKERS)
+            recalibrate_bn(model, ((x.to(self.device), y) for x, y, _ in loader),
+                           num_batches=cfg.BN_RECALIBRATION.BATCHES)
+        val_loader = make_loader(LabelledImages(self.val_images, center), cfg.TRAIN.BATCH_SIZE,
+                                 cfg.DATA.NUM_WORKERS, shuffle=False)
+        num_classes = len(self.train_images.classes)
+        tag = f"{series} {dn}"
+        if cfg.PROTOCOL == "knn":
+            bank = LabelledImages(self.train_images, center, self.subset)
+            bank_x, bank_y = extract_features(model, make_loader(bank, cfg.TRAIN.BATCH_SIZE, cfg.DATA.NUM_WORKERS,
+                                                                 False), self.device, f"{tag} bank")
+            val_x, val_y = extract_features(model, val_loader, self.device, f"{tag} val")
+            temperature = cfg.KNN.TEMPERATURE if cfg.KNN.WEIGHTING == "temperature" else None
+            accuracy = topk_accuracy(knn_scores(bank_x, bank_y, val_x, cfg.KNN.K, num_classes, temperature), val_y)
+        else:
+            frozen = cfg.TRAIN.BACKBONE_LR == 0
+            feature_dim = _feature_dim(model, self.device)
+            classifier = Classifier(model, feature_dim, num_classes, cfg.TRAIN.HEAD_BN, frozen).to(self.device)
+            train_set = LabelledImages(self.train_images, train_transform(self.resolution, *norm), self.subset)
+            train_loader = make_loader(train_set, cfg.TRAIN.BATCH_SIZE, cfg.DATA.NUM_WORKERS, shuffle=True,
+                                       seed=cfg.SEED, drop_last=len(train_set) > cfg.TRAIN.BATCH_SIZE)
+            accuracy = train_classifier(classifier, train_loader, val_loader, cfg, self.device,
+                                        os.path.join(folder, "train_state.pth"), desc=tag)
+        reference = build_static_dn(dn)
+        result = {"series": series, "dn": str(dn), "params": count_params(reference),
+                  "flops": count_flops(reference, self.resolution), **accuracy, "protocol": cfg.PROTOCOL,
+                  "bn_recalibrated": bool(cfg.BN_RECALIBRATION.ENABLED),
+                  "labelled_images": len(self.subset) if self.subset is not None else len(self.train_images),
+                  "checkpoint": weights.path if weights is not None else None}
+        if self.main:
+            with open(result_path, "w") as f:
+                json.dump(result, f, indent=2)
+            logger.info("%s: top-1 %.2f top-5 %.2f", tag, result["top1"], result["top5"])
+        if self.world > 1:
+            dist.barrier()
+        return result
+
+
+@torch.no_grad()
+def _feature_dim(model: torch.nn.Module, device: torch.device) -> int:
+    was_training = model.training
+    model.eval()
+    dim = model(torch.zeros(1, 3, 32, 32, device=device)).shape[1]
+    model.train(was_training)
+    return dim

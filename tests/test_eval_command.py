@@ -1,0 +1,89 @@
+"""``python -m pretrain.eval`` on the demo data: every DN, tables, CSV, JSON and the plot; bad inputs."""
+import csv
+import json
+import os
+
+import pytest
+import torch
+
+from pretrain.engine import Trainer
+from pretrain.eval.__main__ import main as eval_main
+from pretrain_utils import tiny_cfg, tiny_data
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny DSPNet run (mbv3_s3) and a tiny BYOL run (mbv3_w0.5) on tiny demo data."""
+    root = tmp_path_factory.mktemp("eval")
+    data = tiny_data(root / "data")
+    Trainer(tiny_cfg(data, root / "dspnet")).train()
+    Trainer(tiny_cfg(data, root / "byol", "MODEL.DNS", "mbv3_w0.5", "MODEL.NUM_SUBNETS", "1")).train()
+    return {"data": data, "dspnet": root / "dspnet" / "checkpoint_00000008.pth",
+            "byol": root / "byol" / "export" / "mbv3_w0.5.pth"}
+
+
+def _common(run, out):
+    return ["DATA.ROOT", str(run["data"]), "DATA.RESOLUTION", "32", "DATA.NUM_WORKERS", "0", "TRAIN.BATCH_SIZE",
+            "16", "BN_RECALIBRATION.BATCHES", "2", "OUTPUT_DIR", str(out)]
+
+
+def test_all_dns_knn_writes_table_csv_json_and_plot(run, tmp_path, capsys):
+    args = ["--config-file", "configs/eval/knn.yaml", "PRETRAINED", str(run["dspnet"]), "DNS", "all",
+            "BASELINES", f"['{run['byol']}']", "KNN.K", "5", *_common(run, tmp_path)]
+    assert eval_main(args) == 0
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert [(r["series"], r["dn"]) for r in rows] == [("DSPNet", "mbv3_w0.5"), ("DSPNet", "mbv3_w0.75"),
+                                                      ("DSPNet", "mbv3_w1.0"), ("BYOL", "mbv3_w0.5")]
+    assert all(0 <= float(r["top1"]) <= float(r["top5"]) <= 100 for r in rows)
+    assert int(rows[0]["params"]) < int(rows[2]["params"]) and int(rows[0]["flops"]) < int(rows[2]["flops"])
+    data = json.load(open(tmp_path / "results.json"))
+    assert "BN recalibration on" in data["title"] and len(data["results"]) == 4
+    assert "| DSPNet | mbv3_w0.75 |" in (tmp_path / "results.md").read_text()
+    png = (tmp_path / "accuracy.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    # a rerun resumes: finished DNs are read back, not recomputed
+    marker = tmp_path / "DSPNet" / "mbv3_w0.5" / "result.json"
+    saved = json.load(open(marker))
+    saved["top1"] = -1.0
+    json.dump(saved, open(marker, "w"))
+    assert eval_main(args) == 0
+    assert list(csv.DictReader(open(tmp_path / "results.csv")))[0]["top1"] == "-1.0"
+
+
+def test_linear_and_semisup_protocols_run_per_dn(run, tmp_path):
+    out = tmp_path / "linear"
+    assert eval_main(["--config-file", "configs/eval/linear.yaml", "PRETRAINED", str(run["dspnet"]), "DNS",
+                      "mbv3_w0.5", "TRAIN.EPOCHS", "1", *_common(run, out)]) == 0
+    assert json.load(open(out / "results.json"))["results"][0]["dn"] == "mbv3_w0.5"
+    out = tmp_path / "semi"
+    assert eval_main(["--config-file", "configs/eval/semisup_finetune_10pct.yaml", "PRETRAINED", str(run["byol"]),
+                      "TRAIN.EPOCHS", "1", "SUBSET.PERCENT", "25.0", *_common(run, out)]) == 0
+    result = json.load(open(out / "results.json"))["results"][0]
+    assert result["series"] == "BYOL" and result["labelled_images"] == 16  # 25% of 8 images x 8 classes
+    assert len((out / "subset_25percent.txt").read_text().split()) == 16
+
+
+def test_bad_inputs_fail_before_training(run, tmp_path):
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"model": {"w": torch.zeros(1)}}, foreign)
+    with pytest.raises(ValueError, match="not a dspnet checkpoint"):
+        eval_main(["--config-file", "configs/eval/knn.yaml", "PRETRAINED", str(foreign), *_common(run, tmp_path)])
+    with pytest.raises(ValueError, match="not of this checkpoint's family"):
+        eval_main(["--config-file", "configs/eval/knn.yaml", "PRETRAINED", str(run["dspnet"]), "DNS", "resnet18",
+                   *_common(run, tmp_path)])
+    with pytest.raises(ValueError, match="is not in"):
+        eval_main(["--config-file", "configs/eval/knn.yaml", "PRETRAINED", str(run["byol"]), "DNS", "mbv3_w0.75",
+                   *_common(run, tmp_path)])
+    listing = tmp_path / "list.txt"
+    listing.write_text("circle_0.png\nno_such_image.JPEG\n")
+    with pytest.raises(FileNotFoundError, match="no_such_image"):
+        eval_main(["--config-file", "configs/eval/semisup_linear_1pct.yaml", "PRETRAINED", str(run["dspnet"]),
+                   "SUBSET.LIST_FILE", str(listing), *_common(run, tmp_path)])
+    empty = tmp_path / "data_with_empty_class"
+    for split in ("train", "val"):
+        os.makedirs(empty / split / "nothing_here")
+        os.symlink(run["data"] / split / "circle", empty / split / "circle")
+    with pytest.raises(FileNotFoundError, match="nothing_here"):
+        eval_main(["--config-file", "configs/eval/knn.yaml", "PRETRAINED", str(run["dspnet"]),
+                   *_common(run, tmp_path), "DATA.ROOT", str(empty)])
+    assert not (tmp_path / "DSPNet").exists()  # nothing was trained

@@ -1,0 +1,144 @@
+import os
+
+import pytest
+import torch
+
+from pretrain.eval.classifier import Classifier, train_classifier
+from pretrain.eval.config import load_eval_cfg
+from pretrain.eval.knn import knn_scores, topk_accuracy
+from pretrain.eval.subsets import draw_balanced, read_list_file, write_list_file
+
+
+def test_knn_majority_vote_on_hand_made_bank():
+    # class 0 around +x, class 1 around +y, class 2 around -x; cosine similarity decides
+    bank = torch.tensor([[1, 0.1], [1, -0.1], [0.9, 0], [0.1, 1], [-0.1, 1], [0, 0.8], [-1, 0.05], [-1, -0.05]])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2])
+    queries = torch.tensor([[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0], [0.7, 0.72]])
+    scores = knn_scores(bank, labels, queries, k=3, num_classes=3)
+    assert scores.argmax(1).tolist() == [0, 1, 2, 1]
+    assert scores[0].tolist() == pytest.approx([3, 0, 0], abs=1e-4)  # three votes of weight ~1
+    # k = 5: query 2 sees its 2 class-2 neighbours and 3 others; the majority decides
+    scores = knn_scores(bank, labels, torch.tensor([[-1.0, 0.0]]), k=5, num_classes=3)
+    assert scores[0].round().tolist() == [0, 3, 2]
+    assert scores.argmax(1).tolist() == [1]
+
+
+def test_knn_temperature_weighting_favours_closer_neighbours():
+    bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.05, 1.0]])
+    labels = torch.tensor([0, 1, 1])
+    query = torch.tensor([[1.0, 0.9]])  # slightly closer to class 0 than to each class-1 sample
+    assert knn_scores(bank, labels, query, 3, 2).argmax(1).item() == 1  # majority: two votes for class 1
+    assert knn_scores(bank, labels, query, 3, 2, temperature=0.01).argmax(1).item() == 0
+    with pytest.raises(ValueError, match="k=4"):
+        knn_scores(bank, labels, query, 4, 2)
+
+
+def test_topk_accuracy():
+    scores = torch.tensor([[0.1, 0.5, 0.4], [0.8, 0.1, 0.1]])
+    acc = topk_accuracy(scores, torch.tensor([2, 0]), ks=(1, 2))
+    assert acc == {"top1": 50.0, "top2": 100.0}
+
+
+class _Points(torch.utils.data.Dataset):
+    def __init__(self, n, seed):
+        g = torch.Generator().manual_seed(seed)
+        self.y = torch.randint(0, 4, (n,), generator=g)
+        centers = torch.eye(4, 16) * 3
+        self.x = centers[self.y] + 0.3 * torch.randn(n, 16, generator=g)
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i], i
+
+
+def test_linear_probe_reaches_full_accuracy_on_separable_features(tmp_path):
+    cfg = load_eval_cfg(None, ["PROTOCOL", "linear", "PRETRAINED", __file__, "TRAIN.EPOCHS", "15",
+                               "TRAIN.BATCH_SIZE", "64", "TRAIN.LR", "0.2"])
+    encoder = torch.nn.Linear(16, 16)  # stands in for a frozen DN encoder
+    frozen_before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    model = Classifier(encoder, 16, 4, head_bn=True, frozen=True)
+    train = torch.utils.data.DataLoader(_Points(512, 0), batch_size=64, shuffle=True)
+    val = torch.utils.data.DataLoader(_Points(256, 1), batch_size=64)
+    accuracy = train_classifier(model, train, val, cfg, torch.device("cpu"), str(tmp_path / "state.pth"))
+    assert accuracy["top1"] >= 99.0
+    for key, value in encoder.state_dict().items():
+        assert torch.equal(value, frozen_before[key])  # a frozen encoder stays frozen
+    assert torch.load(tmp_path / "state.pth", weights_only=True)["epoch"] == 15
+
+
+def test_linear_probe_resumes_from_its_epoch_state(tmp_path):
+    cfg = load_eval_cfg(None, ["PROTOCOL", "linear", "PRETRAINED", __file__, "TRAIN.BATCH_SIZE", "64",
+                               "TRAIN.LR", "0.2", "TRAIN.EPOCHS", "4"])
+    train = torch.utils.data.DataLoader(_Points(256, 0), batch_size=64, shuffle=False)
+    val = torch.utils.data.DataLoader(_Points(64, 1), batch_size=64)
+
+    def fresh():
+        torch.manual_seed(0)
+        return Classifier(torch.nn.Linear(16, 16), 16, 4, head_bn=True, frozen=True)
+
+    class Interrupt(Exception):
+        pass
+
+    class DiesInEpoch3:
+        def __init__(self):
+            self.epochs, self.sampler = 0, None
+
+        def __len__(self):
+            return len(train)
+
+        def __iter__(self):
+            self.epochs += 1
+            for i, batch in enumerate(train):
+                if self.epochs == 3 and i == 2:
+                    raise Interrupt
+                yield batch
+
+    straight = fresh()
+    train_classifier(straight, train, val, cfg, torch.device("cpu"), str(tmp_path / "a.pth"))
+    with pytest.raises(Interrupt):
+        train_classifier(fresh(), DiesInEpoch3(), val, cfg, torch.device("cpu"), str(tmp_path / "b.pth"))
+    assert torch.load(tmp_path / "b.pth", weights_only=True)["epoch"] == 2
+    resumed = fresh()
+    train_classifier(resumed, train, val, cfg, torch.device("cpu"), str(tmp_path / "b.pth"))
+    for key, value in straight.state_dict().items():
+        assert torch.allclose(value, resumed.state_dict()[key], atol=1e-6), key
+
+
+def _samples():
+    return [(f"/data/c{c}/img_{c}_{i}.JPEG", c) for c in range(3) for i in range(c * 10 + 20)]
+
+
+def test_balanced_draw_is_per_class_and_seeded():
+    samples = _samples()
+    picked = draw_balanced(samples, 10, seed=3)
+    per_class = [sum(samples[i][1] == c for i in picked) for c in range(3)]
+    assert per_class == [2, 3, 4]  # 10% of 20, 30, 40
+    assert picked == draw_balanced(samples, 10, seed=3)
+    assert picked != draw_balanced(samples, 10, seed=4)
+    assert [sum(samples[i][1] == c for i in draw_balanced(samples, 1, 0)) for c in range(3)] == [1, 1, 1]
+
+
+def test_list_files_round_trip_and_missing_names_fail(tmp_path):
+    samples = _samples()
+    picked = draw_balanced(samples, 10, seed=0)
+    path = str(tmp_path / "subset.txt")
+    write_list_file(path, samples, picked)
+    assert read_list_file(path, samples) == picked
+    with open(path, "a") as f:
+        f.write("n0000_missing.JPEG\n")
+    with pytest.raises(FileNotFoundError, match="n0000_missing.JPEG"):
+        read_list_file(path, samples)
+
+
+def test_eval_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="PRETRAINED"):
+        load_eval_cfg("configs/eval/knn.yaml")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_eval_cfg("configs/eval/knn.yaml", ["PRETRAINED", str(tmp_path / "nope.pth")])
+    with pytest.raises(ValueError, match="semi-supervised"):
+        load_eval_cfg("configs/eval/linear.yaml", ["PRETRAINED", __file__, "PROTOCOL", "semisup_linear"])
+    for name in os.listdir("configs/eval"):
+        cfg = load_eval_cfg(f"configs/eval/{name}", ["PRETRAINED", __file__])
+        assert cfg.PROTOCOL in name or name.startswith("demo_")
