@@ -7,3 +7,10 @@ from .slim import SlimMobileNetV3, SlimResNet, Supernet, build_supernet
 __version__ = "0.1.0"
 __all__ = ["DN_SETS", "FAMILIES", "DNSpec", "dn_set", "parse_dn", "export_dn", "recalibrate_bn",
            "build_static_dn", "SlimMobileNetV3", "SlimResNet", "Supernet", "build_supernet"]
+
+try:  # detectron2 is optional (not on PyPI); with it, importing dspnet_d2 registers the backbones
+    import detectron2  # noqa: F401
+except ImportError:
+    pass
+else:
+    from . import backbone  # noqa: F401

@@ -52,10 +52,10 @@ def test_two_process_ddp_equals_one_process(data_root, tmp_path):
     _torchrun(2, _args(data_root, tmp_path / "two", "SOLVER.EPOCHS", "1"))
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(one) == len(two) == 4
-    for a, b in zip(one, two):  # the same sub-networks, the same global-batch losses
+    for step, (a, b) in enumerate(zip(one, two)):  # the same sub-networks, the same global-batch losses
         assert a.keys() == b.keys() and len(a) == 4
-        for key in a:
-            assert b[key] == pytest.approx(a[key], rel=1e-4), key
+        for key in a:  # float reduction order differs; tiny BN batches amplify it step by step
+            assert b[key] == pytest.approx(a[key], rel=1e-5 if step == 0 else 1e-3), (step, key)
     # weights: equal up to float reduction order (tiny batches amplify it over later steps)
     a, b = _ckpt(tmp_path / "one", 2), _ckpt(tmp_path / "two", 2)
     for part in ("online", "target"):

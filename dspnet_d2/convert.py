@@ -1,0 +1,66 @@
+"""Weights to detectron2's pickle format, named as the DSPNet backbones name them (no detectron2 needed).
+
+The detectron2 backbone wraps the DN's static torchvision network as ``bottom_up.body`` inside an
+FPN, so every key is ``backbone.bottom_up.body.<torchvision key>``.
+"""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import torch
+
+from .dn import DNSpec, dn_set, largest_dn, parse_dn
+from .export import slice_state_dict
+from .models import build_static_dn
+
+D2_PREFIX = "backbone.bottom_up.body."
+_HEAD_PREFIXES = ("classifier.", "fc.")  # classification heads are not part of the backbone
+
+__all__ = ["D2_PREFIX", "read_source_weights", "dn_backbone_state", "supernet_backbone_state", "to_d2_model",
+           "save_d2_pkl"]
+
+
+def read_source_weights(path: str) -> tuple[dict[str, torch.Tensor], tuple[DNSpec, ...] | None]:
+    """Encoder weights (torchvision key names) and the DNs they cover, from any supported file:
+    a pretraining checkpoint (the online supernet), an exported DN, or a torchvision state_dict
+    (``mobilenet_v3_large``, ``resnet18/34``: DNs unknown, returned as None)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    kind = state.get("format") if isinstance(state, dict) else None
+    if kind == "dspnet-pretrain-v1":
+        prefix = "encoder."
+        weights = {k[len(prefix):]: v for k, v in state["online"].items() if k.startswith(prefix)}
+        return weights, dn_set(state["signature"]["dns"])
+    if kind == "dspnet-dn-v1":
+        return state["state_dict"], (parse_dn(state["dn"]),)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} is neither a dspnet checkpoint nor a torchvision state_dict")
+    return dict(state), None
+
+
+def dn_backbone_state(weights: dict[str, torch.Tensor], dn: "str | DNSpec") -> dict[str, torch.Tensor]:
+    """The DN's backbone weights: every key of its static network but the classifier, sliced to shape."""
+    reference = {k: v for k, v in build_static_dn(dn).state_dict().items() if not k.startswith(_HEAD_PREFIXES)}
+    return slice_state_dict(weights, reference)
+
+
+def to_d2_model(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {D2_PREFIX + k: v.detach().cpu().numpy() for k, v in state.items()}
+
+
+def save_d2_pkl(path: str, model: dict[str, np.ndarray], supernet: DNSpec | None = None) -> None:
+    """detectron2's format: ``{"model", "__author__", "matching_heuristics"}`` (+ the supernet DN
+    for a file that holds every DN, sliced at load time by ``DSPNetCheckpointer``)."""
+    data = {"model": model, "__author__": "dspnet", "matching_heuristics": False}
+    if supernet is not None:
+        data["dspnet_supernet"] = str(supernet)
+    with open(path, "wb") as f:
+        pickle.dump(data, f)
+
+
+def supernet_backbone_state(weights: dict[str, torch.Tensor], dns) -> tuple[dict[str, torch.Tensor], DNSpec]:
+    """All DNs in one file: the supernet's weights (largest shapes), without any head."""
+    top = largest_dn(dns)
+    return {k: v for k, v in weights.items() if not k.startswith(_HEAD_PREFIXES)}, top

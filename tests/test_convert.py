@@ -1,0 +1,82 @@
+"""Conversion to detectron2's .pkl: key names and shapes (no detectron2 needed)."""
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+from torchvision.models import mobilenet_v3_large, resnet18
+
+from dspnet_d2 import build_static_dn, build_supernet, export_dn
+from dspnet_d2.convert import D2_PREFIX, dn_backbone_state, read_source_weights
+
+ROOT = __file__.rsplit("/tests/", 1)[0]
+
+
+def _convert(*args):
+    result = subprocess.run([sys.executable, "tools/convert_to_d2.py", *map(str, args)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def pretrain_ckpt(tmp_path_factory):
+    """A minimal dspnet pretraining checkpoint of the mbv3_s3 supernet."""
+    torch.manual_seed(0)
+    net = build_supernet("mbv3_s3")
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint_00000001.pth"
+    torch.save({"format": "dspnet-pretrain-v1", "signature": {"dns": ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w1.0"]},
+                "online": {f"encoder.{k}": v for k, v in net.state_dict().items()}}, path)
+    return path, net
+
+
+@pytest.mark.parametrize("dn", ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w1.0"])
+def test_dn_pkl_has_backbone_keys_and_shapes(pretrain_ckpt, tmp_path, dn):
+    path, net = pretrain_ckpt
+    out = tmp_path / f"{dn}.pkl"
+    _convert(path, "--dn", dn, "-o", out)
+    data = pickle.load(open(out, "rb"))
+    assert data["__author__"] == "dspnet" and data["matching_heuristics"] is False
+    expected = {k: v for k, v in export_dn(net, dn).state_dict().items() if not k.startswith("classifier")}
+    assert set(data["model"]) == {D2_PREFIX + k for k in expected}
+    for key, value in expected.items():
+        assert torch.equal(torch.from_numpy(data["model"][D2_PREFIX + key]), value), key
+
+
+def test_supernet_pkl_and_exported_dn_source(pretrain_ckpt, tmp_path):
+    path, net = pretrain_ckpt
+    _convert(path, "--supernet", "-o", tmp_path / "all.pkl")
+    data = pickle.load(open(tmp_path / "all.pkl", "rb"))
+    assert data["dspnet_supernet"] == "mbv3_w1.0"
+    assert data["model"][D2_PREFIX + "features.16.0.weight"].shape == (960, 160, 1, 1)
+    exported = tmp_path / "mbv3_w0.5.pth"
+    torch.save({"format": "dspnet-dn-v1", "dn": "mbv3_w0.5", "state_dict": export_dn(net, "mbv3_w0.5").state_dict()},
+               exported)
+    _convert(exported, "-o", tmp_path / "dn.pkl")  # the DN comes from the file
+    _convert(path, "--dn", "mbv3_w0.5", "-o", tmp_path / "dn2.pkl")
+    a, b = pickle.load(open(tmp_path / "dn.pkl", "rb")), pickle.load(open(tmp_path / "dn2.pkl", "rb"))
+    assert a["model"].keys() == b["model"].keys()
+    assert all((a["model"][k] == b["model"][k]).all() for k in a["model"])
+
+
+@pytest.mark.parametrize("dn,make", [("mbv3_w1.0", mobilenet_v3_large), ("resnet18", resnet18)])
+def test_torchvision_state_dicts_are_accepted(tmp_path, dn, make):
+    source = tmp_path / "tv.pth"
+    torch.save(make().state_dict(), source)
+    _convert(source, "--dn", dn, "-o", tmp_path / "tv.pkl")
+    model = pickle.load(open(tmp_path / "tv.pkl", "rb"))["model"]
+    static = {k for k in build_static_dn(dn).state_dict() if not k.startswith(("classifier", "fc"))}
+    assert set(model) == {D2_PREFIX + k for k in static}
+
+
+def test_bad_sources_and_dns_fail_clearly(pretrain_ckpt, tmp_path):
+    path, _ = pretrain_ckpt
+    result = subprocess.run([sys.executable, "tools/convert_to_d2.py", str(path), "--dn", "resnet18", "-o",
+                             str(tmp_path / "x.pkl")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0 and "not in" in result.stderr
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(Exception):
+        read_source_weights(str(tmp_path / "junk.pth"))
+    with pytest.raises(ValueError, match="cannot be sliced"):
+        dn_backbone_state(build_static_dn("mbv3_w0.5").state_dict(), "mbv3_w1.0")
