@@ -1,0 +1,28 @@
+"""tools/train_net.py on the demo COCO data, then tools/report.py (needs detectron2; slow)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("detectron2")
+
+ROOT = __file__.rsplit("/tests/", 1)[0]
+
+
+@pytest.mark.slow
+def test_demo_detection_trains_evaluates_and_reports(tmp_path):
+    out = tmp_path / "det"
+    result = subprocess.run([sys.executable, "tools/train_net.py", "--config-file", "configs/detection/mask_rcnn_demo.yaml",
+                             "--demo-root", str(tmp_path / "demo"), "SOLVER.MAX_ITER", "30", "SOLVER.STEPS", "(20,)",
+                             "SOLVER.WARMUP_ITERS", "5", "OUTPUT_DIR", str(out)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    final = json.loads((out / "final_results.json").read_text())
+    assert final["dn"] == "mbv3_w0.5"
+    for task in ("bbox", "segm"):
+        assert 0.0 <= final["results"][task]["AP"] <= 100.0
+    report = subprocess.run([sys.executable, "tools/report.py", f"demo={out}", "-o", str(tmp_path / "report")],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    assert "| demo | mbv3_w0.5 |" in (tmp_path / "report" / "detection.md").read_text()

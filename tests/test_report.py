@@ -1,0 +1,42 @@
+"""tools/report.py on hand-made run folders (no detectron2 needed)."""
+import json
+import subprocess
+import sys
+
+ROOT = __file__.rsplit("/tests/", 1)[0]
+
+
+def _run_dir(path, dn, results=None, metrics=None):
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(f"MODEL:\n  DSPNET:\n    DN: {dn}\n")
+    if results is not None:
+        (path / "final_results.json").write_text(json.dumps({"dn": dn, "results": results}))
+    if metrics is not None:
+        (path / "metrics.json").write_text("\n".join(json.dumps(m) for m in metrics) + "\n")
+
+
+def _coco(ap):
+    return {task: {"AP": ap, "AP50": ap + 20, "AP75": ap + 2} for task in ("bbox", "segm")}
+
+
+def test_report_table_csv_plot_and_missing_runs(tmp_path):
+    _run_dir(tmp_path / "a", "mbv3_w0.5", results=_coco(30.0))
+    _run_dir(tmp_path / "b", "mbv3_w1.0", metrics=[{"iteration": 10, "total_loss": 1.0},
+                                                   {f"{t}/{n}": 35.0 for t in ("bbox", "segm")
+                                                    for n in ("AP", "AP50", "AP75")}])
+    _run_dir(tmp_path / "c", "mbv3_w0.75", metrics=[{"iteration": 10, "total_loss": 1.0}])  # unfinished
+    _run_dir(tmp_path / "d", "mbv3_w0.5", results=_coco(28.0))
+    out = tmp_path / "report"
+    result = subprocess.run([sys.executable, "tools/report.py", f"DSPNet={tmp_path / 'a'}", f"DSPNet={tmp_path / 'b'}",
+                             f"DSPNet={tmp_path / 'c'}", f"BYOL={tmp_path / 'd'}", str(tmp_path / "nothing"),
+                             "-o", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    table = (out / "detection.md").read_text()
+    assert "| DSPNet | mbv3_w0.5 | 1.73 |" not in table  # backbone only: no classifier
+    assert "| DSPNet | mbv3_w0.5 |" in table and "| 30.0 | 50.0 | 32.0 | 30.0 | 50.0 | 32.0 |" in table
+    assert "| DSPNet | mbv3_w1.0 |" in table and "| BYOL | mbv3_w0.5 |" in table
+    assert "Missing or unfinished runs:" in table
+    assert f"{tmp_path / 'c'} (no final COCO metrics)" in table and f"{tmp_path / 'nothing'} (no config)" in table
+    lines = (out / "detection.csv").read_text().splitlines()
+    assert lines[0].startswith("series,dn,params,flops,bbox/AP") and len(lines) == 4
+    assert (out / "detection.png").read_bytes()[:4] == b"\x89PNG"
