@@ -9,7 +9,7 @@ detectron2 = pytest.importorskip("detectron2")
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_backbone, build_model  # noqa: E402
 
-from dspnet_d2 import DN_SETS, add_dspnet_config, build_supernet, export_dn  # noqa: E402
+from dspnet_d2 import DN_SETS, add_dspnet_config, build_supernet, export_dn, parse_dn  # noqa: E402
 from dspnet_d2.convert import D2_PREFIX, dn_backbone_state, save_d2_pkl, to_d2_model  # noqa: E402
 from dspnet_d2.d2_checkpoint import DSPNetCheckpointer  # noqa: E402
 
@@ -19,7 +19,7 @@ ALL_DNS = [str(dn) for dn in DN_SETS["mbv3_s5"] + DN_SETS["resnet_s9"]]
 def _cfg(dn, norm="BN"):
     cfg = get_cfg()
     add_dspnet_config(cfg)
-    cfg.merge_from_file(f"configs/detection/mask_rcnn_{dn}_FPN_2x_syncbn.yaml")
+    cfg.merge_from_file(f"configs/detection/mask_rcnn_{parse_dn(dn)}_FPN_2x_syncbn.yaml")
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.DSPNET.NORM", norm, "MODEL.FPN.NORM", ""])
     return cfg
 
@@ -57,6 +57,10 @@ def test_backbone_shapes_load_and_features(supernets, tmp_path, dn):
     incompatible = DSPNetCheckpointer(model)._load_model(DSPNetCheckpointer(model)._load_file(str(pkl)))
     backbone_missing = [k for k in incompatible.missing_keys if k.startswith("backbone.bottom_up")]
     assert backbone_missing == [] and incompatible.unexpected_keys == [] and incompatible.incorrect_shapes == []
+    loaded = backbone.bottom_up.body.state_dict()
+    for key, value in exported.state_dict().items():
+        if not key.startswith(("classifier", "fc")):
+            assert torch.equal(loaded[key], value), key  # the weights are the source DN's
     # the converted backbone is the exported DN: same features at every stride
     bottom_up.eval()
     with torch.no_grad():
@@ -115,8 +119,11 @@ def test_mask_rcnn_trains_on_cpu_and_loss_decreases():
     batch = [{"image": image, "instances": instances, "height": 128, "width": 128}] * 2
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
     losses = []
-    for _ in range(8):
-        loss = sum(model(batch).values())
+    from detectron2.utils.events import EventStorage
+
+    for i in range(8):
+        with EventStorage(i):
+            loss = sum(model(batch).values())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -18,6 +18,9 @@ def test_demo_detection_trains_evaluates_and_reports(tmp_path):
                              "SOLVER.WARMUP_ITERS", "5", "OUTPUT_DIR", str(out)], cwd=ROOT, capture_output=True,
                             text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    losses = [json.loads(line)["total_loss"] for line in (out / "metrics.json").read_text().splitlines()
+              if '"total_loss"' in line]
+    assert len(losses) >= 2 and losses[-1] < losses[0]  # it learns on the demo data
     final = json.loads((out / "final_results.json").read_text())
     assert final["dn"] == "mbv3_w0.5"
     for task in ("bbox", "segm"):

@@ -16,6 +16,7 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.events import EventStorage
 
 from dspnet_d2 import add_dspnet_config
 
@@ -72,7 +73,8 @@ def main(argv=None) -> None:
         if args.device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        loss = sum(model(batch).values())
+        with EventStorage(0):
+            loss = sum(model(batch).values())
         opt.zero_grad()
         loss.backward()
         opt.step()
