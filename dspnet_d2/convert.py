@@ -15,29 +15,36 @@ from .export import slice_state_dict
 from .models import build_static_dn
 
 D2_PREFIX = "backbone.bottom_up.body."
+PRETRAIN_FORMAT = "dspnet-pretrain-v1"  # pretraining checkpoints (pretrain/engine.py)
+DN_FORMAT = "dspnet-dn-v1"  # one exported DN (OUTPUT_DIR/export/<dn>.pth)
 _HEAD_PREFIXES = ("classifier.", "fc.")  # classification heads are not part of the backbone
 
-__all__ = ["D2_PREFIX", "read_source_weights", "dn_backbone_state", "supernet_backbone_state", "to_d2_model",
+__all__ = ["D2_PREFIX", "PRETRAIN_FORMAT", "DN_FORMAT", "read_source_weights", "dn_backbone_state", "supernet_backbone_state", "to_d2_model",
            "save_d2_pkl"]
 
 
-def read_source_weights(path: str) -> tuple[dict[str, torch.Tensor], tuple[DNSpec, ...] | None]:
-    """Encoder weights (torchvision key names) and the DNs they cover, from any supported file:
-    a pretraining checkpoint (the online supernet), an exported DN, or a torchvision state_dict
+def read_source_weights(path: str, allow_torchvision: bool = True
+                        ) -> tuple[dict[str, torch.Tensor], tuple[DNSpec, ...] | None]:
+    """Encoder weights (torchvision key names) and the DNs they cover, from a pretraining checkpoint
+    (the online supernet), an exported DN, or (``allow_torchvision``) a torchvision state_dict
     (``mobilenet_v3_large``, ``resnet18/34``: DNs unknown, returned as None)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors, foreign objects, truncated files
+        raise ValueError(f"{path} is not a dspnet checkpoint: {err}") from None
     kind = state.get("format") if isinstance(state, dict) else None
-    if kind == "dspnet-pretrain-v1":
+    if kind == PRETRAIN_FORMAT:
         prefix = "encoder."
         weights = {k[len(prefix):]: v for k, v in state["online"].items() if k.startswith(prefix)}
         return weights, dn_set(state["signature"]["dns"])
-    if kind == "dspnet-dn-v1":
+    if kind == DN_FORMAT:
         return state["state_dict"], (parse_dn(state["dn"]),)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} is neither a dspnet checkpoint nor a torchvision state_dict")
-    return dict(state), None
+    if allow_torchvision and isinstance(state, dict):
+        state = state.get("state_dict", state)
+        if state and all(isinstance(v, torch.Tensor) for v in state.values()):
+            return dict(state), None
+    expected = f"{PRETRAIN_FORMAT!r} or {DN_FORMAT!r}" + (" or a torchvision state_dict" if allow_torchvision else "")
+    raise ValueError(f"{path} is not a dspnet checkpoint (format {kind!r}; expected {expected})")
 
 
 def dn_backbone_state(weights: dict[str, torch.Tensor], dn: "str | DNSpec") -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ import re
 
 import torch
 
-FORMAT = "dspnet-pretrain-v1"
+from dspnet_d2.convert import PRETRAIN_FORMAT as FORMAT
 _NAME = re.compile(r"^checkpoint_(\d{8})\.pth$")
 
 __all__ = ["FORMAT", "save_atomic", "checkpoint_path", "list_checkpoints", "latest_checkpoint",

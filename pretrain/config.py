@@ -1,6 +1,8 @@
 """The pretraining config: a yacs/fvcore CfgNode with every key commented (paper defaults)."""
 from __future__ import annotations
 
+import os
+
 from fvcore.common.config import CfgNode as CN
 
 from dspnet_d2.dn import dn_set, largest_dn, smallest_dn
@@ -59,25 +61,28 @@ def get_cfg() -> CN:
     return _C.clone()
 
 
-def load_cfg(config_file: str | None = None, opts: list[str] | None = None) -> CN:
-    """Default config, merged with ``config_file`` (``_BASE_`` allowed) and ``KEY VALUE`` overrides.
-
-    Unknown keys are errors; the result is validated and frozen.
-    """
-    import os
-
-    cfg = get_cfg()
+def merge_cfg(cfg: CN, config_file: str | None, opts: list[str] | None, keys_doc: str) -> CN:
+    """Merge a YAML file (``_BASE_`` allowed) and ``KEY VALUE`` overrides; unknown keys are ValueErrors."""
     if opts and len(opts) % 2:
         raise ValueError(f"overrides come as KEY VALUE pairs, got an odd list: {opts}")
     try:  # yacs reports unknown keys as KeyError (files) or AssertionError (lists)
         if config_file:
             cfg.merge_from_file(config_file)
-            if not cfg.RECIPE:
-                cfg.RECIPE = os.path.splitext(os.path.basename(config_file))[0]
         if opts:
             cfg.merge_from_list(list(opts))
     except (KeyError, AssertionError) as err:
-        raise ValueError(f"bad config key or value ({err}); see pretrain/config.py for the valid keys") from None
+        raise ValueError(f"bad config key or value ({err}); see {keys_doc} for the valid keys") from None
+    return cfg
+
+
+def load_cfg(config_file: str | None = None, opts: list[str] | None = None) -> CN:
+    """Default config, merged with ``config_file`` (``_BASE_`` allowed) and ``KEY VALUE`` overrides.
+
+    Unknown keys are errors; the result is validated and frozen.
+    """
+    cfg = merge_cfg(get_cfg(), config_file, opts, "pretrain/config.py")
+    if config_file and not cfg.RECIPE:
+        cfg.RECIPE = os.path.splitext(os.path.basename(config_file))[0]
     validate_cfg(cfg)
     cfg.freeze()
     return cfg

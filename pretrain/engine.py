@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from dspnet_d2.convert import DN_FORMAT
 from dspnet_d2.dn import dn_set
 from dspnet_d2.export import export_dn
 
@@ -225,7 +226,7 @@ class Trainer:
             for dn in self.method.dns:
                 model = export_dn(encoder, dn)
                 paths[str(dn)] = os.path.join(folder, f"{dn}.pth")
-                save_atomic({"format": "dspnet-dn-v1", "dn": str(dn), "config": self.cfg.dump(),
+                save_atomic({"format": DN_FORMAT, "dn": str(dn), "config": self.cfg.dump(),
                              "step": self.step, "state_dict": model.state_dict()}, paths[str(dn)])
             logger.info("exported %d DNs to %s", len(paths), folder)
         return paths

@@ -99,20 +99,29 @@ class _SlimNorm(nn.modules.batchnorm._BatchNorm):
 
 
 def _batch_stats(x: torch.Tensor, synced: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Per-channel mean and biased variance of ``x`` (over all ranks if ``synced``), and the count."""
+    """Per-channel mean and biased variance of ``x`` (over all ranks if ``synced``), and the count.
+
+    Each rank computes its mean and sum of squared deviations (two-pass, no cancellation); ranks are
+    merged with Chan's parallel formula, as torch's SyncBatchNorm does, through a differentiable
+    all-gather.
+    """
     dims = [0] + list(range(2, x.dim()))
     count = x.numel() // x.shape[1]
-    sums = torch.cat([x.sum(dims), (x * x).sum(dims)])
-    if synced:
-        with warnings.catch_warnings():  # its replacement is not differentiable yet
-            warnings.simplefilter("ignore", FutureWarning)
-            from torch.distributed.nn.functional import all_reduce  # differentiable all-reduce
+    mean = x.mean(dims)
+    m2 = ((x - mean.view((1, -1) + (1,) * (x.dim() - 2))) ** 2).sum(dims)
+    if not synced:
+        return mean, m2 / count, count
+    with warnings.catch_warnings():  # its replacement is not differentiable yet
+        warnings.simplefilter("ignore", FutureWarning)
+        from torch.distributed.nn.functional import all_gather  # differentiable all-gather
 
-            sums = all_reduce(sums)
-        count *= dist.get_world_size()
-    mean, sq_mean = sums.chunk(2)
-    mean, sq_mean = mean / count, sq_mean / count
-    return mean, (sq_mean - mean * mean).clamp_min(0), count
+        gathered = all_gather(torch.stack([mean, m2]))
+    means, m2s = torch.stack(gathered).unbind(1)  # (world, C) each; every rank has the same count
+    world = len(gathered)
+    total = count * world
+    global_mean = means.mean(0)
+    global_m2 = m2s.sum(0) + count * ((means - global_mean) ** 2).sum(0)
+    return global_mean, global_m2 / total, total
 
 
 class SlimBatchNorm2d(_SlimNorm, nn.BatchNorm2d):

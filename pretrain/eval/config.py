@@ -5,6 +5,8 @@ import os
 
 from fvcore.common.config import CfgNode as CN
 
+from ..config import merge_cfg
+
 PROTOCOLS = ("knn", "linear", "semisup_finetune", "semisup_linear")
 
 _C = CN()
@@ -56,16 +58,7 @@ _C.DEVICE = "auto"
 
 
 def load_eval_cfg(config_file: str | None = None, opts: list[str] | None = None) -> CN:
-    cfg = _C.clone()
-    if opts and len(opts) % 2:
-        raise ValueError(f"overrides come as KEY VALUE pairs, got an odd list: {opts}")
-    try:
-        if config_file:
-            cfg.merge_from_file(config_file)
-        if opts:
-            cfg.merge_from_list(list(opts))
-    except (KeyError, AssertionError) as err:
-        raise ValueError(f"bad config key or value ({err}); see pretrain/eval/config.py for the valid keys") from None
+    cfg = merge_cfg(_C.clone(), config_file, opts, "pretrain/eval/config.py")
     if cfg.PROTOCOL not in PROTOCOLS:
         raise ValueError(f"PROTOCOL must be one of {PROTOCOLS}, got {cfg.PROTOCOL!r}")
     if not cfg.PRETRAINED and not cfg.BASELINES:
