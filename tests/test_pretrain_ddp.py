@@ -129,7 +129,7 @@ def test_killed_run_restarts_from_its_checkpoint_to_the_same_weights(data_root, 
     assert 5 <= killed_at < 12, "the run was not interrupted mid-way"
     result = subprocess.run(cmd + args_killed, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"resumed from" in result.stdout + result.stderr
+    assert "resumed from" in result.stdout + result.stderr
     a, b = _ckpt(tmp_path / "straight", 12), _ckpt(tmp_path / "killed", 12)
     for part in ("online", "target"):
         for key, value in a[part].items():
