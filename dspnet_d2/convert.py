@@ -49,8 +49,7 @@ def read_source_weights(path: str, allow_torchvision: bool = True
 
 def dn_backbone_state(weights: dict[str, torch.Tensor], dn: "str | DNSpec") -> dict[str, torch.Tensor]:
     """The DN's backbone weights: every key of its static network but the classifier, sliced to shape."""
-    reference = {k: v for k, v in build_static_dn(dn).state_dict().items() if not k.startswith(_HEAD_PREFIXES)}
-    return slice_state_dict(weights, reference)
+    return slice_state_dict(weights, _backbone_only(build_static_dn(dn).state_dict()))
 
 
 def to_d2_model(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -69,5 +68,8 @@ def save_d2_pkl(path: str, model: dict[str, np.ndarray], supernet: DNSpec | None
 
 def supernet_backbone_state(weights: dict[str, torch.Tensor], dns) -> tuple[dict[str, torch.Tensor], DNSpec]:
     """All DNs in one file: the supernet's weights (largest shapes), without any head."""
-    top = largest_dn(dns)
-    return {k: v for k, v in weights.items() if not k.startswith(_HEAD_PREFIXES)}, top
+    return _backbone_only(weights), largest_dn(dns)
+
+
+def _backbone_only(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIXES)}

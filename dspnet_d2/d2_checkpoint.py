@@ -11,6 +11,7 @@ import logging
 from detectron2.checkpoint import DetectionCheckpointer
 
 from .convert import D2_PREFIX
+from .export import slice_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -26,14 +27,9 @@ class DSPNetCheckpointer(DetectionCheckpointer):
 
 def slice_supernet_state(source: dict, model_state: dict) -> dict:
     """Leading slices of the backbone tensors with the model's shapes; deeper blocks are dropped."""
-    sliced = {}
-    for key, value in source.items():
-        if key not in model_state:
-            if not key.startswith(D2_PREFIX):
-                sliced[key] = value  # let detectron2 report it
-            continue  # a block beyond the selected DN's depth
-        target = model_state[key]
-        if value.dim() != target.dim() or any(v < t for v, t in zip(value.shape, target.shape)):
-            raise ValueError(f"{key}: supernet shape {tuple(value.shape)} cannot hold the model's {tuple(target.shape)}")
-        sliced[key] = value[tuple(slice(0, n) for n in target.shape)].clone() if value.dim() else value
+    shared = [k for k in source if k in model_state]
+    sliced = slice_state_dict({k: source[k] for k in shared}, {k: model_state[k] for k in shared})
+    # keys outside the backbone stay, so detectron2 reports them; backbone keys the model lacks are
+    # blocks beyond the selected DN's depth
+    sliced.update({k: v for k, v in source.items() if k not in model_state and not k.startswith(D2_PREFIX)})
     return sliced

@@ -8,7 +8,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from dspnet_d2.complexity import count_flops, count_params
+from dspnet_d2.complexity import dn_complexity
 from dspnet_d2.export import recalibrate_bn
 from dspnet_d2.models import build_static_dn
 
@@ -119,9 +119,9 @@ class Evaluation:
                                        seed=cfg.SEED, drop_last=len(train_set) > cfg.TRAIN.BATCH_SIZE)
             accuracy = train_classifier(classifier, train_loader, val_loader, cfg, self.device,
                                         os.path.join(folder, "train_state.pth"), desc=tag)
-        reference = build_static_dn(dn)
-        result = {"series": series, "dn": str(dn), "params": count_params(reference),
-                  "flops": count_flops(reference, self.resolution), **accuracy, "protocol": cfg.PROTOCOL,
+        size = dn_complexity(dn, self.resolution)
+        result = {"series": series, "dn": str(dn), "params": size["params"], "flops": size["flops"], **accuracy,
+                  "protocol": cfg.PROTOCOL,
                   "bn_recalibrated": bool(cfg.BN_RECALIBRATION.ENABLED),
                   "labelled_images": len(self.subset) if self.subset is not None else len(self.train_images),
                   "checkpoint": weights.path if weights is not None else None}
