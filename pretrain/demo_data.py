@@ -4,17 +4,23 @@
     root = make_demo_dataset("datasets/demo")   # ImageFolder train/val + COCO instance masks
 
 The data exists to check that BYOL pretraining learns *shape* (kNN accuracy of frozen features vs a
-random-init network), so every nuisance factor is made useless as a shortcut:
+random-init network), so every nuisance factor is either useless as a shortcut or destroyed by the
+demo recipe's augmentations (configs/pretrain/demo.yaml), leaving the shape as the only thing two
+views of one image share:
 
 * Paired design: the random generator of a classification image is seeded by (seed, split, index)
   only, never by the class, so image ``i`` of every class has exactly the same colours, texture,
   noise, size, position and rotation; the classes differ only in the shape's geometry.
 * Every shape is scaled to the same area (that of a disc of the sampled diameter), so the fraction
   of object pixels, and hence the mean image colour, does not depend on the class.
-* Object and background luminances are drawn from disjoint ranges (gap >= 0.3, light-on-dark or
-  dark-on-light with equal odds), so the shape survives colour jitter and greyscale.
-* Objects are large (equivalent diameter 36-52% of the side, the longest shapes span up to ~85%),
-  so random-resized crops with scale >= 0.25 usually keep a recognisable part of the shape.
+* Colours: hue and saturation random, a light object (luminance 0.65-0.95) on a dark background
+  (0.05-0.35), so the shape survives colour jitter and greyscale. The demo recipe's full-range hue
+  jitter and strong brightness/contrast/saturation jitter make the colours differ between two views.
+* Sensor noise of a random level (std 0-0.25) per image: it dominates what a random-init network
+  sees (its kNN is near chance), while BYOL's blur (always on in view 1) makes it differ between
+  two views, so pretraining has to learn to ignore it.
+* Geometry: one large upright object (equivalent diameter 44-48% of the side) near the centre, so
+  crops with scale >= 0.4 keep most of it.
 """
 from __future__ import annotations
 
@@ -25,10 +31,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-VERSION = 1
+VERSION = 2
 CLASSES = ("circle", "square", "triangle", "star", "cross", "ring", "diamond", "hexagon")
 COCO_IMAGE_SIZE = 128
-CLS_DIAMETER = (0.36, 0.52)   # equivalent-disc diameter of the one object, fraction of image side
+CLS_DIAMETER = (0.44, 0.48)   # equivalent-disc diameter of the one object, fraction of image side
+CLS_SHIFT = 0.03              # largest offset of its centre from the image centre, fraction of the side
+CLS_NOISE = (0.0, 0.25)       # range of the per-image sensor-noise std (intensities in [0, 1])
 COCO_DIAMETER = (0.18, 0.30)  # same for the 1-4 smaller objects of a COCO image
 _SPLIT_CODES = {"train": 0, "val": 1, "coco_train": 2, "coco_val": 3}
 _SS = 4                                  # supersampling factor: anti-aliased edges, exact masks
@@ -141,14 +149,13 @@ def classification_sample(cls: str, index: int, split: str = "train", image_size
 
     The generator ignores ``cls``: nuisances are identical across classes for a given index."""
     rng = _rng(seed, split, index)
-    bg_range, obj_range = _polarity(rng)
-    bg, col = _colour(rng, bg_range), _colour(rng, obj_range)
+    bg, col = _colour(rng, _DARK), _colour(rng, _LIGHT)
     radius = rng.uniform(*CLS_DIAMETER) * image_size / 2
-    margin = radius * _MAX_EXTENT
-    cx, cy = margin + rng.random(2) * (image_size - 2 * margin)
-    cov = _coverage(cls, image_size, cx, cy, radius, rng.uniform(0, 2 * np.pi))
+    cx, cy = image_size / 2 + rng.uniform(-CLS_SHIFT, CLS_SHIFT, 2) * image_size
+    cov = _coverage(cls, image_size, cx, cy, radius, 0.0)
     img, (mask,) = _compose(rng, image_size, bg, [cov], [col])
-    return img, mask
+    noise = rng.normal(0.0, rng.uniform(*CLS_NOISE) * 255, img.shape)
+    return np.clip(np.rint(img + noise), 0, 255).astype(np.uint8), mask
 
 
 def coco_sample(index: int, split: str = "train", image_size: int = COCO_IMAGE_SIZE, seed: int = 0):

@@ -78,7 +78,7 @@ class Trainer:
         self.method = DSPNet(parse_dns(cfg.MODEL.DNS), cfg.MODEL.NUM_SUBNETS, cfg.MODEL.PROJ_HIDDEN,
                              cfg.MODEL.PROJ_DIM).to(self.device)
         self.method.set_sync_bn(cfg.MODEL.SYNC_BN and self.world_size > 1)
-        self.channels_last = cfg.CHANNELS_LAST and self.device.type == "cuda"
+        self.channels_last = cfg.CHANNELS_LAST
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.online = self.method.online
@@ -94,7 +94,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         images = ImageFolderIO(os.path.join(cfg.DATA.ROOT, cfg.DATA.SPLIT))
         transforms = byol_transforms(cfg.DATA.RESOLUTION, cfg.DATA.CROP_SCALE, cfg.DATA.MEAN, cfg.DATA.STD,
-                                     cfg.DATA.BLUR_PROB, cfg.DATA.SOLARIZE_PROB)
+                                     cfg.DATA.BLUR_PROB, cfg.DATA.SOLARIZE_PROB, cfg.DATA.COLOR_JITTER,
+                                     cfg.DATA.COLOR_JITTER_PROB, cfg.DATA.GRAYSCALE_PROB, cfg.DATA.ROTATION)
         self.sampler = ResumableSampler(len(images), cfg.SOLVER.BATCH_SIZE, self.rank, self.world_size, cfg.SEED)
         self.loader = torch.utils.data.DataLoader(
             TwoViewDataset(images, transforms), batch_size=self.sampler.batch, sampler=self.sampler,

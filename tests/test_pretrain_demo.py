@@ -12,15 +12,25 @@ from dspnet_d2 import DN_SETS, build_static_dn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.slow
-def test_demo_recipe_end_to_end(tmp_path):
-    data, out = tmp_path / "demo", tmp_path / "out"
-    subprocess.run([sys.executable, "tools/make_demo_data.py", "--root", str(data)], cwd=ROOT, check=True,
-                   capture_output=True)
-    result = subprocess.run([sys.executable, "-m", "pretrain", "--config-file", "configs/pretrain/demo.yaml",
-                             "DATA.ROOT", str(data), "OUTPUT_DIR", str(out)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=1800)
+def _run(*args, timeout=3600):
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The demo exactly as README runs it (only the paths differ)."""
+    root = tmp_path_factory.mktemp("demo")
+    data, out = root / "demo", root / "out"
+    _run("tools/make_demo_data.py", "--root", str(data))
+    _run("-m", "pretrain", "--config-file", "configs/pretrain/demo.yaml", "DATA.ROOT", str(data), "OUTPUT_DIR", str(out))
+    return data, out
+
+
+@pytest.mark.slow
+def test_demo_recipe_end_to_end(demo_run):
+    _, out = demo_run
     assert (out / "config.yaml").exists() and (out / "metrics.jsonl").exists()
     lines = (out / "metrics.jsonl").read_text().splitlines()
     first, last = json.loads(lines[0]), json.loads(lines[-1])
@@ -28,5 +38,4 @@ def test_demo_recipe_end_to_end(tmp_path):
     for dn in DN_SETS["mbv3_s5"]:
         saved = torch.load(out / "export" / f"{dn}.pth", weights_only=True)
         build_static_dn(dn).load_state_dict(saved["state_dict"], strict=True)
-
 

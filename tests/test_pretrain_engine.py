@@ -117,6 +117,8 @@ def test_corrupt_and_truncated_images_are_skipped_and_counted(data_root, tmp_pat
     (["MODEL.DNS", "resnet_w1.5_d2222,resnet34", "MODEL.NUM_SUBNETS", "2"], "no largest member"),
     (["SOLVER.BATCH_SIZE", "0"], "BATCH_SIZE"),
     (["AMP.DTYPE", "float8"], "AMP.DTYPE"),
+    (["DATA.COLOR_JITTER", "(0.4, 0.4, 0.2, 0.6)"], "hue <= 0.5"),
+    (["DATA.GRAYSCALE_PROB", "1.5"], "GRAYSCALE_PROB"),
 ])
 def test_bad_config_values_fail_at_start(overrides, message):
     with pytest.raises(ValueError, match=message):
