@@ -20,11 +20,12 @@ def data_root(tmp_path_factory):
 
 
 def _args(data_root, output_dir, *extra):
+    # contiguous tensors: oneDNN channels_last kernels round differently per batch split
     return ["--config-file", "configs/pretrain/demo.yaml", "DATA.ROOT", str(data_root), "OUTPUT_DIR", str(output_dir),
             "DATA.RESOLUTION", "32", "DATA.NUM_WORKERS", "0", "MODEL.DNS", "mbv3_s3", "MODEL.NUM_SUBNETS", "3",
             "MODEL.PROJ_HIDDEN", "32", "MODEL.PROJ_DIM", "16", "SOLVER.BATCH_SIZE", "16", "SOLVER.BASE_LR", "0.2",
             "MODEL.FULL_ONLY_EPOCHS", "0", "SOLVER.WARMUP_EPOCHS", "1", "CHECKPOINT.PERIOD", "1",
-            "CHECKPOINT.KEEP", "20", "LOG_PERIOD", "1", "EXPORT", "False", *extra]
+            "CHECKPOINT.KEEP", "20", "LOG_PERIOD", "1", "EXPORT", "False", "CHANNELS_LAST", "False", *extra]
 
 
 def _env():
