@@ -30,7 +30,6 @@ _C.DATA.SOLARIZE_PROB = (0.0, 0.2)  # solarization probability of view 1 / view 
 _C.DATA.COLOR_JITTER = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue strengths (BYOL)
 _C.DATA.COLOR_JITTER_PROB = 0.8  # probability of applying the colour jitter to a view
 _C.DATA.GRAYSCALE_PROB = 0.2  # probability of converting a view to greyscale
-_C.DATA.ROTATION = 0.0  # random rotation of each view by up to +-ROTATION degrees before cropping (0: off, BYOL)
 _C.DATA.NUM_WORKERS = 8  # data-loading processes per rank
 _C.DATA.MEAN = (0.485, 0.456, 0.406)  # input normalisation (ImageNet, RGB)
 _C.DATA.STD = (0.229, 0.224, 0.225)
@@ -117,8 +116,6 @@ def validate_cfg(cfg: CN, world_size: int = 1) -> None:
     for key in ("COLOR_JITTER_PROB", "GRAYSCALE_PROB"):
         if not 0 <= cfg.DATA[key] <= 1:
             raise ValueError(f"DATA.{key} must lie in [0, 1], got {cfg.DATA[key]}")
-    if not 0 <= cfg.DATA.ROTATION <= 180:
-        raise ValueError(f"DATA.ROTATION must lie in [0, 180] degrees, got {cfg.DATA.ROTATION}")
     low, high = cfg.DATA.CROP_SCALE
     if not 0 < low <= high <= 1:
         raise ValueError(f"DATA.CROP_SCALE must satisfy 0 < low <= high <= 1, got {cfg.DATA.CROP_SCALE}")

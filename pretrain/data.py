@@ -63,17 +63,14 @@ class ImageFolderIO(Dataset):
 def byol_transforms(resolution: int, crop_scale=(0.08, 1.0), mean=(0.485, 0.456, 0.406),
                     std=(0.229, 0.224, 0.225), blur_prob=(1.0, 0.1),
                     solarize_prob=(0.0, 0.2), color_jitter=(0.4, 0.4, 0.2, 0.1), color_jitter_prob: float = 0.8,
-                    grayscale_prob: float = 0.2, rotation: float = 0.0) -> tuple[T.Compose, T.Compose]:
+                    grayscale_prob: float = 0.2) -> tuple[T.Compose, T.Compose]:
     """BYOL's asymmetric augmentations: blur p = 1.0 / 0.1, solarize p = 0.0 / 0.2 by default.
 
-    ``color_jitter`` = (brightness, contrast, saturation, hue) strengths as ``T.ColorJitter`` takes them.
-    ``rotation`` > 0 rotates each view by a uniform angle in [-rotation, rotation] degrees before the crop
-    (not part of BYOL; for data whose orientation is a nuisance, e.g. the demo shapes)."""
+    ``color_jitter`` = (brightness, contrast, saturation, hue) strengths as ``T.ColorJitter`` takes them."""
     kernel = max(3, int(0.1 * resolution) // 2 * 2 + 1)  # ~10% of the image, odd (23 at 224 px)
 
     def view(blur_p: float, solarize_p: float) -> T.Compose:
-        rotate = [T.RandomRotation(rotation, interpolation=T.InterpolationMode.BILINEAR)] if rotation else []
-        return T.Compose(rotate + [
+        return T.Compose([
             T.RandomResizedCrop(resolution, scale=tuple(crop_scale), interpolation=T.InterpolationMode.BICUBIC),
             T.RandomHorizontalFlip(),
             T.RandomApply([T.ColorJitter(*color_jitter)], p=color_jitter_prob),

@@ -10,7 +10,7 @@ views of one image share:
 
 * Paired design: the random generator of a classification image is seeded by (seed, split, index)
   only, never by the class, so image ``i`` of every class has exactly the same colours, texture,
-  noise, size, position and rotation; the classes differ only in the shape's geometry.
+  noise, size and position; the classes differ only in the shape's geometry.
 * Every shape is scaled to the same area (that of a disc of the sampled diameter), so the fraction
   of object pixels, and hence the mean image colour, does not depend on the class.
 * Colours: hue and saturation random, a light object (luminance 0.65-0.95) on a dark background

@@ -95,7 +95,7 @@ class Trainer:
         images = ImageFolderIO(os.path.join(cfg.DATA.ROOT, cfg.DATA.SPLIT))
         transforms = byol_transforms(cfg.DATA.RESOLUTION, cfg.DATA.CROP_SCALE, cfg.DATA.MEAN, cfg.DATA.STD,
                                      cfg.DATA.BLUR_PROB, cfg.DATA.SOLARIZE_PROB, cfg.DATA.COLOR_JITTER,
-                                     cfg.DATA.COLOR_JITTER_PROB, cfg.DATA.GRAYSCALE_PROB, cfg.DATA.ROTATION)
+                                     cfg.DATA.COLOR_JITTER_PROB, cfg.DATA.GRAYSCALE_PROB)
         self.sampler = ResumableSampler(len(images), cfg.SOLVER.BATCH_SIZE, self.rank, self.world_size, cfg.SEED)
         self.loader = torch.utils.data.DataLoader(
             TwoViewDataset(images, transforms), batch_size=self.sampler.batch, sampler=self.sampler,

@@ -39,13 +39,3 @@ def test_full_hue_jitter_changes_colours():
     outs = [view(image) for _ in range(6)]
     assert max((o - outs[0]).abs().max().item() for o in outs[1:]) > 0.2
 
-
-def test_rotation_turns_views_and_zero_keeps_them():
-    image = Image.fromarray(np.pad(np.full((8, 24, 3), 255, np.uint8), ((12, 12), (4, 4), (0, 0))))  # a bar
-    still = _views(color_jitter_prob=0.0, grayscale_prob=0.0, rotation=0.0)[0]
-    turned = _views(color_jitter_prob=0.0, grayscale_prob=0.0, rotation=180.0)[0]
-    torch.manual_seed(0)
-    # the horizontal bar's rows hold all the light; a rotated bar spreads it over the rows
-    row_share = lambda x: x.sum(0).sum(1).max().item() / x.sum().item()  # noqa: E731
-    assert all(row_share(still(image)) > 0.12 for _ in range(4))
-    assert min(row_share(turned(image)) for _ in range(8)) < 0.08
