@@ -50,6 +50,25 @@ def test_all_dns_knn_writes_table_csv_json_and_plot(run, tmp_path, capsys):
     assert list(csv.DictReader(open(tmp_path / "results.csv")))[0]["top1"] == "-1.0"
 
 
+def test_random_init_reference_averages_seeds(run, tmp_path):
+    common = ["--config-file", "configs/eval/knn.yaml", "PRETRAINED", str(run["dspnet"]), "DNS", "mbv3_w0.5",
+              "RANDOM_INIT", "True", "KNN.K", "5"]
+    assert eval_main([*common, "RANDOM_INIT_SEEDS", "3", *_common(run, tmp_path / "three")]) == 0
+    results = json.load(open(tmp_path / "three" / "results.json"))["results"]
+    assert [r["series"] for r in results] == ["DSPNet", "random init"]
+    reference = results[1]
+    assert reference["seeds"] == [0, 1, 2] and len(reference["top1_per_seed"]) == 3
+    assert reference["top1"] == pytest.approx(sum(reference["top1_per_seed"]) / 3)
+    assert reference["top1_std"] == pytest.approx(float(torch.tensor(reference["top1_per_seed"]).std(unbiased=False)))
+    assert "random init: mean ± std over 3 seeds" in (tmp_path / "three" / "results.md").read_text()
+    # seed k of the mean is exactly the single-seed run with SEED k
+    assert eval_main([*common, "SEED", "2", *_common(run, tmp_path / "one")]) == 0
+    single = json.load(open(tmp_path / "one" / "results.json"))["results"][1]
+    assert single["seeds"] == [2] and single["top1"] == pytest.approx(reference["top1_per_seed"][2])
+    with pytest.raises(ValueError, match="RANDOM_INIT_SEEDS"):
+        eval_main([*common, "RANDOM_INIT_SEEDS", "0", *_common(run, tmp_path / "bad")])
+
+
 def test_linear_and_semisup_protocols_run_per_dn(run, tmp_path):
     out = tmp_path / "linear"
     assert eval_main(["--config-file", "configs/eval/linear.yaml", "PRETRAINED", str(run["dspnet"]), "DNS",

@@ -15,6 +15,8 @@ _C.PRETRAINED = ""  # DSPNet/BYOL pretraining checkpoint, or an exported DN file
 _C.DNS = "all"  # "all" (the checkpoint's DN set) or comma-separated DNs
 _C.BASELINES = []  # individually pretrained BYOL checkpoints (one DN each): a second series in tables/plots
 _C.RANDOM_INIT = False  # also evaluate randomly initialised encoders of the same DNs (a reference series)
+# random inits (seeds SEED, SEED+1, ...) averaged per DN: one init's kNN varies by several points
+_C.RANDOM_INIT_SEEDS = 1
 
 _C.DATA = CN()
 _C.DATA.ROOT = "datasets/imagenet"  # ImageFolder root (iopath) with <TRAIN_SPLIT>/ and <VAL_SPLIT>/
@@ -66,6 +68,8 @@ def load_eval_cfg(config_file: str | None = None, opts: list[str] | None = None)
     for path in [cfg.PRETRAINED] * bool(cfg.PRETRAINED) + list(cfg.BASELINES):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    if cfg.RANDOM_INIT_SEEDS < 1:
+        raise ValueError(f"RANDOM_INIT_SEEDS must be >= 1, got {cfg.RANDOM_INIT_SEEDS}")
     if cfg.KNN.WEIGHTING not in ("majority", "temperature"):
         raise ValueError(f"KNN.WEIGHTING must be majority or temperature, got {cfg.KNN.WEIGHTING!r}")
     if cfg.TRAIN.SCHEDULE not in ("cosine", "step"):

@@ -19,14 +19,23 @@ def write_report(results: list[dict], output_dir: str, title: str) -> dict[str, 
         writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(results)
-    lines = [f"### {title}", "", "| series | DN | params (M) | FLOPs (M) | top-1 | top-5 |",
+    notes = sorted({len(r["seeds"]) for r in results if len(r.get("seeds", ())) > 1})
+    lines = [f"### {title}", ""] + [f"random init: mean ± std over {n} seeds" for n in notes] + [""] * bool(notes)
+    lines += ["| series | DN | params (M) | FLOPs (M) | top-1 | top-5 |",
              "|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['series']} | {r['dn']} | {r['params'] / 1e6:.2f} | {r['flops'] / 1e6:.1f} | {r['top1']:.2f} "
-              f"| {r['top5']:.2f} |" for r in results]
+    lines += [f"| {r['series']} | {r['dn']} | {r['params'] / 1e6:.2f} | {r['flops'] / 1e6:.1f} | {_acc(r, 'top1')} "
+              f"| {_acc(r, 'top5')} |" for r in results]
     with open(paths["md"], "w") as f:
         f.write("\n".join(lines) + "\n")
     plot_accuracy(results, paths["png"], title)
     return paths
+
+
+def _acc(result: dict, key: str) -> str:
+    """Accuracy cell; a mean over several random inits shows its spread (std over seeds)."""
+    if len(result.get("seeds", ())) > 1:
+        return f"{result[key]:.2f} ± {result[key + '_std']:.2f}"
+    return f"{result[key]:.2f}"
 
 
 def plot_accuracy(results: list[dict], path: str, title: str) -> None:

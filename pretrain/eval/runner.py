@@ -67,9 +67,9 @@ class Evaluation:
         return None
 
     # -- per DN ------------------------------------------------------------------------------------
-    def encoder(self, weights, dn) -> torch.nn.Module:
+    def encoder(self, weights, dn, seed: int = 0) -> torch.nn.Module:
         if weights is None:
-            torch.manual_seed(self.cfg.SEED)
+            torch.manual_seed(seed)
             return build_static_dn(dn)
         return weights.encoder(dn)
 
@@ -82,15 +82,11 @@ class Evaluation:
             logger.info("wrote %s", ", ".join(paths.values()))
         return results
 
-    def evaluate(self, series: str, weights, dn) -> dict:
+    def measure(self, model: torch.nn.Module, tag: str, folder: str) -> dict[str, float]:
+        """Top-1/top-5 of one encoder under the configured protocol (``folder``: its resumable state)."""
         cfg = self.cfg
-        folder = os.path.join(cfg.OUTPUT_DIR, series.replace(" ", "_"), str(dn))
-        result_path = os.path.join(folder, "result.json")
-        if os.path.exists(result_path):  # finished earlier: resume skips it
-            with open(result_path) as f:
-                return json.load(f)
         os.makedirs(folder, exist_ok=True)
-        model = self.encoder(weights, dn).to(self.device)
+        model = model.to(self.device)
         norm = (cfg.DATA.MEAN, cfg.DATA.STD)
         center = eval_transform(self.resolution, cfg.DATA.RESIZE_RATIO, *norm)
         if cfg.BN_RECALIBRATION.ENABLED:
@@ -102,7 +98,6 @@ class Evaluation:
         val_loader = make_loader(LabelledImages(self.val_images, center), cfg.TRAIN.BATCH_SIZE,
                                  cfg.DATA.NUM_WORKERS, shuffle=False)
         num_classes = len(self.train_images.classes)
-        tag = f"{series} {dn}"
         if cfg.PROTOCOL == "knn":
             bank = LabelledImages(self.train_images, center, self.subset)
             bank_x, bank_y = extract_features(model, make_loader(bank, cfg.TRAIN.BATCH_SIZE, cfg.DATA.NUM_WORKERS,
@@ -119,6 +114,28 @@ class Evaluation:
                                        seed=cfg.SEED, drop_last=len(train_set) > cfg.TRAIN.BATCH_SIZE)
             accuracy = train_classifier(classifier, train_loader, val_loader, cfg, self.device,
                                         os.path.join(folder, "train_state.pth"), desc=tag)
+        return accuracy
+
+    def evaluate(self, series: str, weights, dn) -> dict:
+        cfg = self.cfg
+        folder = os.path.join(cfg.OUTPUT_DIR, series.replace(" ", "_"), str(dn))
+        result_path = os.path.join(folder, "result.json")
+        if os.path.exists(result_path):  # finished earlier: resume skips it
+            with open(result_path) as f:
+                return json.load(f)
+        os.makedirs(folder, exist_ok=True)
+        tag = f"{series} {dn}"
+        if weights is not None:
+            accuracy = self.measure(self.encoder(weights, dn), tag, folder)
+        else:
+            seeds = [cfg.SEED + i for i in range(cfg.RANDOM_INIT_SEEDS)]
+            runs = [self.measure(self.encoder(None, dn, seed), f"{tag} seed {seed}", os.path.join(folder, f"seed{seed}"))
+                    for seed in seeds]
+            accuracy = {key: sum(r[key] for r in runs) / len(runs) for key in runs[0]}
+            accuracy["seeds"] = seeds
+            for key in runs[0]:
+                accuracy[f"{key}_per_seed"] = [r[key] for r in runs]
+                accuracy[f"{key}_std"] = float(torch.tensor(accuracy[f"{key}_per_seed"]).std(unbiased=False))
         size = dn_complexity(dn, self.resolution)
         result = {"series": series, "dn": str(dn), "params": size["params"], "flops": size["flops"], **accuracy,
                   "protocol": cfg.PROTOCOL,
