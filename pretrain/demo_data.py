@@ -217,7 +217,7 @@ def _write_coco(root: Path, split: str, num_images: int, seed: int) -> None:
     (ann_dir / f"instances_{split}.json").write_text(json.dumps(coco))
 
 
-def make_demo_dataset(root, image_size: int = 64, train_per_class: int = 120, val_per_class: int = 30,
+def make_demo_dataset(root, image_size: int = 64, train_per_class: int = 120, val_per_class: int = 100,
                       coco_train_images: int = 64, coco_val_images: int = 16, seed: int = 0) -> Path:
     """Write the demo data under ``root`` (see module docstring) and return ``root`` as a Path.
 

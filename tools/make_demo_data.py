@@ -24,7 +24,7 @@ def main(argv=None) -> None:
     p.add_argument("--root", default="datasets/demo")
     p.add_argument("--image-size", type=int, default=64, help="side of the classification images (px)")
     p.add_argument("--train-per-class", type=int, default=120)
-    p.add_argument("--val-per-class", type=int, default=30)
+    p.add_argument("--val-per-class", type=int, default=100)
     p.add_argument("--coco-train-images", type=int, default=64)
     p.add_argument("--coco-val-images", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
