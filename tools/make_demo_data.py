@@ -22,7 +22,7 @@ except ImportError:  # an editable install made before pretrain/ existed does no
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="datasets/demo")
-    p.add_argument("--image-size", type=int, default=64, help="side of the classification images (px)")
+    p.add_argument("--image-size", type=int, default=32, help="side of the classification images (px)")
     p.add_argument("--train-per-class", type=int, default=120)
     p.add_argument("--val-per-class", type=int, default=100)
     p.add_argument("--coco-train-images", type=int, default=64)
