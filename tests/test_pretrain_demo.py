@@ -39,3 +39,20 @@ def test_demo_recipe_end_to_end(demo_run):
         saved = torch.load(out / "export" / f"{dn}.pth", weights_only=True)
         build_static_dn(dn).load_state_dict(saved["state_dict"], strict=True)
 
+
+
+@pytest.mark.slow
+def test_demo_knn_command_compares_every_dn_with_random_init(demo_run):
+    """README's demo evaluation command on the demo checkpoint (only the paths differ)."""
+    data, out = demo_run
+    checkpoint = out / "checkpoint_00000280.pth"  # the name README's command uses
+    _run("-m", "pretrain.eval", "--config-file", "configs/eval/demo_knn.yaml", "PRETRAINED", str(checkpoint),
+         "DNS", "all", "DATA.ROOT", str(data), "OUTPUT_DIR", str(out / "knn"))
+    results = json.loads((out / "knn" / "results.json").read_text())["results"]
+    dns = [str(dn) for dn in DN_SETS["mbv3_s5"]]
+    assert [(r["series"], r["dn"]) for r in results] == [(s, dn) for s in ("DSPNet", "random init") for dn in dns]
+    for r in results:
+        assert 0 <= r["top1"] <= r["top5"] <= 100
+        assert r["labelled_images"] == 8 * 120
+    assert all(r["seeds"] == [0, 1, 2, 3, 4] for r in results[len(dns):])
+    print((out / "knn" / "results.md").read_text())  # the measured numbers, in the test log
