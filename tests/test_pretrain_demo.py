@@ -40,7 +40,6 @@ def test_demo_recipe_end_to_end(demo_run):
         build_static_dn(dn).load_state_dict(saved["state_dict"], strict=True)
 
 
-
 @pytest.mark.slow
 def test_demo_knn_command_compares_every_dn_with_random_init(demo_run):
     """README's demo evaluation command on the demo checkpoint (only the paths differ)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import statistics
 
 import torch
 import torch.distributed as dist
@@ -123,19 +124,14 @@ class Evaluation:
         if os.path.exists(result_path):  # finished earlier: resume skips it
             with open(result_path) as f:
                 return json.load(f)
-        os.makedirs(folder, exist_ok=True)
         tag = f"{series} {dn}"
         if weights is not None:
-            accuracy = self.measure(self.encoder(weights, dn), tag, folder)
+            accuracy = self.measure(self.encoder(weights, dn), tag, folder)  # measure creates folder
         else:
             seeds = [cfg.SEED + i for i in range(cfg.RANDOM_INIT_SEEDS)]
-            runs = [self.measure(self.encoder(None, dn, seed), f"{tag} seed {seed}", os.path.join(folder, f"seed{seed}"))
-                    for seed in seeds]
-            accuracy = {key: sum(r[key] for r in runs) / len(runs) for key in runs[0]}
-            accuracy["seeds"] = seeds
-            for key in runs[0]:
-                accuracy[f"{key}_per_seed"] = [r[key] for r in runs]
-                accuracy[f"{key}_std"] = float(torch.tensor(accuracy[f"{key}_per_seed"]).std(unbiased=False))
+            accuracy = _mean_over_seeds(seeds, [
+                self.measure(self.encoder(None, dn, seed), f"{tag} seed {seed}", os.path.join(folder, f"seed{seed}"))
+                for seed in seeds])
         size = dn_complexity(dn, self.resolution)
         result = {"series": series, "dn": str(dn), "params": size["params"], "flops": size["flops"], **accuracy,
                   "protocol": cfg.PROTOCOL,
@@ -149,6 +145,16 @@ class Evaluation:
         if self.world > 1:
             dist.barrier()
         return result
+
+
+def _mean_over_seeds(seeds: list[int], runs: list[dict[str, float]]) -> dict:
+    """Mean of each accuracy over the random inits, with its (population) std and every seed's value."""
+    summary = {"seeds": seeds}
+    for key in runs[0]:
+        values = [run[key] for run in runs]
+        summary.update({key: statistics.fmean(values), f"{key}_std": statistics.pstdev(values),
+                        f"{key}_per_seed": values})
+    return summary
 
 
 @torch.no_grad()
