@@ -68,15 +68,20 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def build_method(cfg) -> DSPNet:
+    """The run's DSPNet at step 0: seeded by ``cfg.SEED`` only, so a checkpoint's config rebuilds the
+    exact weights its run started from (the eval's paired "initial weights" reference)."""
+    torch.manual_seed(cfg.SEED)
+    return DSPNet(parse_dns(cfg.MODEL.DNS), cfg.MODEL.NUM_SUBNETS, cfg.MODEL.PROJ_HIDDEN, cfg.MODEL.PROJ_DIM)
+
+
 class Trainer:
     def __init__(self, cfg):
         self.cfg = cfg
         self.rank, self.world_size, self.device = setup_distributed(cfg.DEVICE)
         validate_cfg(cfg, self.world_size)
         self.is_main = self.rank == 0
-        torch.manual_seed(cfg.SEED)
-        self.method = DSPNet(parse_dns(cfg.MODEL.DNS), cfg.MODEL.NUM_SUBNETS, cfg.MODEL.PROJ_HIDDEN,
-                             cfg.MODEL.PROJ_DIM).to(self.device)
+        self.method = build_method(cfg).to(self.device)
         self.method.set_sync_bn(cfg.MODEL.SYNC_BN and self.world_size > 1)
         self.channels_last = cfg.CHANNELS_LAST
         if self.channels_last:

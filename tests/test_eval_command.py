@@ -106,3 +106,30 @@ def test_bad_inputs_fail_before_training(run, tmp_path):
         eval_main(["--config-file", "configs/eval/knn.yaml", "PRETRAINED", str(run["dspnet"]),
                    *_common(run, tmp_path), "DATA.ROOT", str(empty)])
     assert not (tmp_path / "DSPNet").exists()  # nothing was trained
+
+
+def test_initial_weights_reference_is_the_runs_step0_supernet(run, tmp_path):
+    from pretrain.eval.weights import read_initial_weights
+
+    started = Trainer(tiny_cfg(run["data"], tmp_path / "fresh")).method.online.encoder.state_dict()
+    rebuilt = read_initial_weights(str(run["dspnet"])).encoder_state
+    trained = torch.load(run["dspnet"], weights_only=True)["online"]
+    assert rebuilt.keys() == started.keys()
+    assert all(torch.equal(rebuilt[k], started[k]) for k in started)
+    assert any(not torch.equal(rebuilt[k], trained["encoder." + k]) for k in rebuilt)  # pretraining moved them
+
+    common = ["--config-file", "configs/eval/knn.yaml", "PRETRAINED", str(run["dspnet"]), "DNS", "mbv3_w0.5,mbv3_w1.0",
+              "INITIAL_WEIGHTS", "True", "RANDOM_INIT", "True", "KNN.K", "5", *_common(run, tmp_path / "knn")]
+    assert eval_main(common) == 0
+    results = json.load(open(tmp_path / "knn" / "results.json"))["results"]
+    assert [(r["series"], r["dn"]) for r in results] == [
+        ("DSPNet", "mbv3_w0.5"), ("DSPNet", "mbv3_w1.0"), ("initial weights", "mbv3_w0.5"),
+        ("initial weights", "mbv3_w1.0"), ("random init", "mbv3_w0.5"), ("random init", "mbv3_w1.0")]
+    assert results[2]["checkpoint"].endswith("(step 0)")
+    assert "| initial weights | mbv3_w1.0 |" in (tmp_path / "knn" / "results.md").read_text()
+
+
+def test_initial_weights_need_a_pretraining_checkpoint(run, tmp_path):
+    with pytest.raises(ValueError, match="INITIAL_WEIGHTS needs a pretraining checkpoint"):
+        eval_main(["--config-file", "configs/eval/knn.yaml", "PRETRAINED", str(run["byol"]), "INITIAL_WEIGHTS",
+                   "True", *_common(run, tmp_path)])

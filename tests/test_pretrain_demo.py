@@ -40,18 +40,34 @@ def test_demo_recipe_end_to_end(demo_run):
         build_static_dn(dn).load_state_dict(saved["state_dict"], strict=True)
 
 
-@pytest.mark.slow
-def test_demo_knn_command_compares_every_dn_with_random_init(demo_run):
-    """README's demo evaluation command on the demo checkpoint (only the paths differ)."""
+@pytest.fixture(scope="module")
+def demo_knn(demo_run):
+    """README's demo evaluation command on the demo checkpoint (only the paths differ): its results."""
     data, out = demo_run
     checkpoint = out / "checkpoint_00000280.pth"  # the name README's command uses
     _run("-m", "pretrain.eval", "--config-file", "configs/eval/demo_knn.yaml", "PRETRAINED", str(checkpoint),
          "DNS", "all", "DATA.ROOT", str(data), "OUTPUT_DIR", str(out / "knn"))
-    results = json.loads((out / "knn" / "results.json").read_text())["results"]
+    print((out / "knn" / "results.md").read_text())  # the measured numbers, in the test log
+    return json.loads((out / "knn" / "results.json").read_text())["results"]
+
+
+@pytest.mark.slow
+def test_demo_knn_command_compares_every_dn_with_both_references(demo_knn):
     dns = [str(dn) for dn in DN_SETS["mbv3_s5"]]
-    assert [(r["series"], r["dn"]) for r in results] == [(s, dn) for s in ("DSPNet", "random init") for dn in dns]
-    for r in results:
+    series = ("DSPNet", "initial weights", "random init")
+    assert [(r["series"], r["dn"]) for r in demo_knn] == [(s, dn) for s in series for dn in dns]
+    for r in demo_knn:
         assert 0 <= r["top1"] <= r["top5"] <= 100
         assert r["labelled_images"] == 8 * 120
-    assert all(r["seeds"] == [0, 1, 2, 3, 4] for r in results[len(dns):])
-    print((out / "knn" / "results.md").read_text())  # the measured numbers, in the test log
+    assert all(r["seeds"] == [0, 1, 2, 3, 4] for r in demo_knn if r["series"] == "random init")
+
+
+@pytest.mark.slow
+def test_demo_pretraining_improves_knn_over_its_initial_weights(demo_knn):
+    """The end-to-end signal: averaged over the 5 DNs, kNN top-1 of the pretrained supernet is above that of
+    the very weights the run started from. Per DN the gain is not reliable at this scale (README)."""
+    top1 = {(r["series"], r["dn"]): r["top1"] for r in demo_knn}
+    dns = [str(dn) for dn in DN_SETS["mbv3_s5"]]
+    pretrained = sum(top1["DSPNet", dn] for dn in dns) / len(dns)
+    initial = sum(top1["initial weights", dn] for dn in dns) / len(dns)
+    assert pretrained > initial, f"mean kNN top-1 over DNs: pretrained {pretrained:.2f} <= initial {initial:.2f}"

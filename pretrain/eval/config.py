@@ -17,6 +17,9 @@ _C.BASELINES = []  # individually pretrained BYOL checkpoints (one DN each): a s
 _C.RANDOM_INIT = False  # also evaluate randomly initialised encoders of the same DNs (a reference series)
 # random inits (seeds SEED, SEED+1, ...) averaged per DN: one init's kNN varies by several points
 _C.RANDOM_INIT_SEEDS = 1
+# also evaluate the weights the PRETRAINED run started from (its supernet at step 0, rebuilt from the
+# checkpoint's config and SEED): the paired reference, free of the spread between random inits
+_C.INITIAL_WEIGHTS = False
 
 _C.DATA = CN()
 _C.DATA.ROOT = "datasets/imagenet"  # ImageFolder root (iopath) with <TRAIN_SPLIT>/ and <VAL_SPLIT>/

@@ -20,7 +20,7 @@ from .data import LabelledImages, eval_transform, extract_features, make_loader,
 from .knn import knn_scores, topk_accuracy
 from .report import write_report
 from .subsets import draw_balanced, read_list_file, write_list_file
-from .weights import read_pretrained
+from .weights import read_initial_weights, read_pretrained
 
 logger = logging.getLogger("pretrain.eval")
 
@@ -41,8 +41,16 @@ class Evaluation:
             weights = read_pretrained(path)
             dns = weights.select(cfg.DNS) if not is_baseline else weights.dns
             self.jobs += [(_series_name(weights, is_baseline), weights, dn) for dn in dns]
+        references = []
+        if cfg.INITIAL_WEIGHTS:
+            if not cfg.PRETRAINED:
+                raise ValueError("INITIAL_WEIGHTS True needs PRETRAINED (the run whose step-0 weights to rebuild)")
+            start = read_initial_weights(cfg.PRETRAINED)
+            references += [("initial weights", start, dn) for _, weights, dn in self.jobs
+                           if weights.path == cfg.PRETRAINED]
         if cfg.RANDOM_INIT:
-            self.jobs += [("random init", None, dn) for series, _, dn in list(self.jobs) if series != "BYOL"]
+            references += [("random init", None, dn) for series, _, dn in self.jobs if series != "BYOL"]
+        self.jobs += references
         families = {dn.family for _, _, dn in self.jobs}
         if len(families) != 1:
             raise ValueError(f"all evaluated DNs must be of one family, got {sorted(families)}")

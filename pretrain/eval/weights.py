@@ -5,10 +5,14 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from fvcore.common.config import CfgNode
+
 from dspnet_d2.convert import read_source_weights
 from dspnet_d2.dn import DNSpec, dn_set, largest_dn
 from dspnet_d2.export import slice_state_dict
 from dspnet_d2.models import build_static_dn
+
+from ..checkpoint import load_checkpoint
 
 
 @dataclass
@@ -50,3 +54,18 @@ def read_pretrained(path: str) -> PretrainedWeights:
     """Read a dspnet checkpoint; anything else fails with a clear message."""
     weights, dns = read_source_weights(path, allow_torchvision=False)
     return PretrainedWeights(path, dns, weights)
+
+
+def read_initial_weights(path: str) -> PretrainedWeights:
+    """The weights the pretraining run of checkpoint ``path`` started from: its supernet at step 0,
+    rebuilt from the run's config (DN set, head sizes, SEED) exactly as the run built it."""
+    from ..engine import build_method  # the trainer's own construction: same seed, same order
+
+    weights = read_pretrained(path)  # clear message for anything that is not a dspnet checkpoint
+    try:
+        cfg = CfgNode.load_cfg(load_checkpoint(path)["config"])
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"INITIAL_WEIGHTS needs a pretraining checkpoint, which records its run's config; "
+                         f"{path} is not one (an exported DN holds trained weights only): {err}") from None
+    encoder = build_method(cfg).online.encoder
+    return PretrainedWeights(f"{path} (step 0)", weights.dns, encoder.state_dict())
