@@ -45,9 +45,9 @@ class Evaluation:
         if cfg.INITIAL_WEIGHTS:
             if not cfg.PRETRAINED:
                 raise ValueError("INITIAL_WEIGHTS True needs PRETRAINED (the run whose step-0 weights to rebuild)")
-            start = read_initial_weights(cfg.PRETRAINED)
-            references += [("initial weights", start, dn) for _, weights, dn in self.jobs
-                           if weights.path == cfg.PRETRAINED]
+            pretrained = self.jobs[0][1]  # PRETRAINED's jobs come first
+            start = read_initial_weights(pretrained)
+            references += [("initial weights", start, dn) for _, weights, dn in self.jobs if weights is pretrained]
         if cfg.RANDOM_INIT:
             references += [("random init", None, dn) for series, _, dn in self.jobs if series != "BYOL"]
         self.jobs += references

@@ -13,6 +13,7 @@ from dspnet_d2.export import slice_state_dict
 from dspnet_d2.models import build_static_dn
 
 from ..checkpoint import load_checkpoint
+from ..engine import build_method
 
 
 @dataclass
@@ -56,16 +57,13 @@ def read_pretrained(path: str) -> PretrainedWeights:
     return PretrainedWeights(path, dns, weights)
 
 
-def read_initial_weights(path: str) -> PretrainedWeights:
-    """The weights the pretraining run of checkpoint ``path`` started from: its supernet at step 0,
-    rebuilt from the run's config (DN set, head sizes, SEED) exactly as the run built it."""
-    from ..engine import build_method  # the trainer's own construction: same seed, same order
-
-    weights = read_pretrained(path)  # clear message for anything that is not a dspnet checkpoint
+def read_initial_weights(pretrained: PretrainedWeights) -> PretrainedWeights:
+    """The weights the pretraining run of ``pretrained`` started from: its supernet at step 0, rebuilt
+    from the run's config (DN set, head sizes, SEED) exactly as the run built it."""
     try:
-        cfg = CfgNode.load_cfg(load_checkpoint(path)["config"])
+        cfg = CfgNode.load_cfg(load_checkpoint(pretrained.path)["config"])
     except (ValueError, KeyError) as err:
         raise ValueError(f"INITIAL_WEIGHTS needs a pretraining checkpoint, which records its run's config; "
-                         f"{path} is not one (an exported DN holds trained weights only): {err}") from None
-    encoder = build_method(cfg).online.encoder
-    return PretrainedWeights(f"{path} (step 0)", weights.dns, encoder.state_dict())
+                         f"{pretrained.path} is not one (an exported DN holds trained weights only): {err}") from None
+    encoder = build_method(cfg).online.encoder  # the trainer's own construction: same seed, same order
+    return PretrainedWeights(f"{pretrained.path} (step 0)", pretrained.dns, encoder.state_dict())
