@@ -5,6 +5,7 @@ import torch
 
 from pretrain.eval.classifier import Classifier, train_classifier
 from pretrain.eval.config import load_eval_cfg
+from pretrain.eval.data import train_transform
 from pretrain.eval.knn import knn_scores, topk_accuracy
 from pretrain.eval.subsets import draw_balanced, read_list_file, write_list_file
 
@@ -139,6 +140,23 @@ def test_eval_config_errors(tmp_path):
         load_eval_cfg("configs/eval/knn.yaml", ["PRETRAINED", str(tmp_path / "nope.pth")])
     with pytest.raises(ValueError, match="semi-supervised"):
         load_eval_cfg("configs/eval/linear.yaml", ["PRETRAINED", __file__, "PROTOCOL", "semisup_linear"])
+    for bad in ("(0.0, 1.0)", "(0.5, 0.4)", "(0.4, 1.2)"):
+        with pytest.raises(ValueError, match="CROP_SCALE"):
+            load_eval_cfg("configs/eval/linear.yaml", ["PRETRAINED", __file__, "DATA.CROP_SCALE", bad])
     for name in os.listdir("configs/eval"):
         cfg = load_eval_cfg(f"configs/eval/{name}", ["PRETRAINED", __file__])
         assert cfg.PROTOCOL in name or name.startswith("demo_")
+
+
+def test_train_transform_crops_within_the_configured_scale():
+    """DATA.CROP_SCALE reaches RandomResizedCrop: every crop covers the configured area fraction."""
+    from PIL import Image
+
+    image = Image.new("RGB", (64, 64))
+    crop = train_transform(16, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.5, 0.5)).transforms[0]
+    assert crop.scale == (0.5, 0.5)
+    torch.manual_seed(0)
+    for _ in range(20):
+        _, _, h, w = crop.get_params(image, crop.scale, crop.ratio)
+        assert abs(h * w / 64 ** 2 - 0.5) < 0.05
+    assert train_transform(16, (0.0,) * 3, (1.0,) * 3).transforms[0].scale == (0.08, 1.0)

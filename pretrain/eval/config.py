@@ -26,6 +26,8 @@ _C.DATA.ROOT = "datasets/imagenet"  # ImageFolder root (iopath) with <TRAIN_SPLI
 _C.DATA.TRAIN_SPLIT = "train"
 _C.DATA.VAL_SPLIT = "val"
 _C.DATA.RESOLUTION = 0  # crop size; 0: the family's (224 mbv3, 128 resnet)
+# train-time RandomResizedCrop scale of the classifier protocols (linear, semi-supervised); torchvision's default
+_C.DATA.CROP_SCALE = (0.08, 1.0)
 _C.DATA.RESIZE_RATIO = 0.875  # eval: resize the short side to RESOLUTION / RESIZE_RATIO, then center crop
 _C.DATA.NUM_WORKERS = 8  # data-loading processes per rank
 _C.DATA.MEAN = (0.485, 0.456, 0.406)
@@ -71,6 +73,10 @@ def load_eval_cfg(config_file: str | None = None, opts: list[str] | None = None)
     for path in [cfg.PRETRAINED] * bool(cfg.PRETRAINED) + list(cfg.BASELINES):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    low, high = cfg.DATA.CROP_SCALE
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"DATA.CROP_SCALE must be (low, high) with 0 < low <= high <= 1, "
+                         f"got {tuple(cfg.DATA.CROP_SCALE)}")
     if cfg.RANDOM_INIT_SEEDS < 1:
         raise ValueError(f"RANDOM_INIT_SEEDS must be >= 1, got {cfg.RANDOM_INIT_SEEDS}")
     if cfg.KNN.WEIGHTING not in ("majority", "temperature"):

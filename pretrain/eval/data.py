@@ -15,9 +15,9 @@ def eval_transform(resolution: int, resize_ratio: float, mean, std) -> T.Compose
                       T.CenterCrop(resolution), T.ToTensor(), T.Normalize(mean, std)])
 
 
-def train_transform(resolution: int, mean, std) -> T.Compose:
-    return T.Compose([T.RandomResizedCrop(resolution, interpolation=T.InterpolationMode.BICUBIC),
-                      T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+def train_transform(resolution: int, mean, std, crop_scale=(0.08, 1.0)) -> T.Compose:
+    crop = T.RandomResizedCrop(resolution, scale=tuple(crop_scale), interpolation=T.InterpolationMode.BICUBIC)
+    return T.Compose([crop, T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
 
 
 class LabelledImages(Dataset):

@@ -118,7 +118,8 @@ class Evaluation:
             frozen = cfg.TRAIN.BACKBONE_LR == 0
             feature_dim = _feature_dim(model, self.device)
             classifier = Classifier(model, feature_dim, num_classes, cfg.TRAIN.HEAD_BN, frozen).to(self.device)
-            train_set = LabelledImages(self.train_images, train_transform(self.resolution, *norm), self.subset)
+            augment = train_transform(self.resolution, *norm, cfg.DATA.CROP_SCALE)
+            train_set = LabelledImages(self.train_images, augment, self.subset)
             train_loader = make_loader(train_set, cfg.TRAIN.BATCH_SIZE, cfg.DATA.NUM_WORKERS, shuffle=True,
                                        seed=cfg.SEED, drop_last=len(train_set) > cfg.TRAIN.BATCH_SIZE)
             accuracy = train_classifier(classifier, train_loader, val_loader, cfg, self.device,
