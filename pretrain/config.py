@@ -116,9 +116,14 @@ def validate_cfg(cfg: CN, world_size: int = 1) -> None:
     for key in ("COLOR_JITTER_PROB", "GRAYSCALE_PROB"):
         if not 0 <= cfg.DATA[key] <= 1:
             raise ValueError(f"DATA.{key} must lie in [0, 1], got {cfg.DATA[key]}")
-    low, high = cfg.DATA.CROP_SCALE
+    check_crop_scale(cfg.DATA.CROP_SCALE)
+
+
+def check_crop_scale(scale) -> None:
+    """``DATA.CROP_SCALE`` (pretraining and eval configs): a RandomResizedCrop area range."""
+    low, high = scale
     if not 0 < low <= high <= 1:
-        raise ValueError(f"DATA.CROP_SCALE must satisfy 0 < low <= high <= 1, got {cfg.DATA.CROP_SCALE}")
+        raise ValueError(f"DATA.CROP_SCALE must satisfy 0 < low <= high <= 1, got {tuple(scale)}")
 
 
 def parse_dns(text: str):

@@ -5,7 +5,7 @@ import os
 
 from fvcore.common.config import CfgNode as CN
 
-from ..config import merge_cfg
+from ..config import check_crop_scale, merge_cfg
 
 PROTOCOLS = ("knn", "linear", "semisup_finetune", "semisup_linear")
 
@@ -73,10 +73,7 @@ def load_eval_cfg(config_file: str | None = None, opts: list[str] | None = None)
     for path in [cfg.PRETRAINED] * bool(cfg.PRETRAINED) + list(cfg.BASELINES):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    low, high = cfg.DATA.CROP_SCALE
-    if not 0 < low <= high <= 1:
-        raise ValueError(f"DATA.CROP_SCALE must be (low, high) with 0 < low <= high <= 1, "
-                         f"got {tuple(cfg.DATA.CROP_SCALE)}")
+    check_crop_scale(cfg.DATA.CROP_SCALE)
     if cfg.RANDOM_INIT_SEEDS < 1:
         raise ValueError(f"RANDOM_INIT_SEEDS must be >= 1, got {cfg.RANDOM_INIT_SEEDS}")
     if cfg.KNN.WEIGHTING not in ("majority", "temperature"):
