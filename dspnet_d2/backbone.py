@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .dn import DNSpec, parse_dn
+from .errors import InvalidInputError
 from .models import build_static_dn
 from .slim.base import FEATURE_NAMES, FEATURE_STRIDES
 from .slim.mobilenetv3 import BN_EPS, BN_MOMENTUM, STAGE_ENDS
@@ -32,7 +33,7 @@ def _norm_factory(norm: str, dn: DNSpec):
     def make(channels: int) -> nn.Module:
         layer = get_norm(norm, channels)
         if layer is None:
-            raise ValueError("MODEL.DSPNET.NORM must name a norm layer; the DNs were pretrained with BN")
+            raise InvalidInputError("MODEL.DSPNET.NORM must name a norm layer; the DNs were pretrained with BN")
         if hasattr(layer, "eps"):
             layer.eps = eps
         if isinstance(layer, nn.modules.batchnorm._BatchNorm):
@@ -50,7 +51,7 @@ class DSPNetBackbone(Backbone):
         self.dn = parse_dn(dn)
         unknown = set(out_features) - set(FEATURE_NAMES)
         if unknown:
-            raise ValueError(f"unknown OUT_FEATURES {sorted(unknown)}; choose from {list(FEATURE_NAMES)}")
+            raise InvalidInputError(f"unknown OUT_FEATURES {sorted(unknown)}; choose from {list(FEATURE_NAMES)}")
         self.body = build_static_dn(self.dn, norm_layer=_norm_factory(norm, self.dn))
         self._out_features = list(out_features)
         self._freeze(freeze_at)  # before the stage views are built, as freezing swaps norm modules
@@ -109,7 +110,7 @@ class DSPNetBackbone(Backbone):
 def _build(cfg, family: str) -> Backbone:
     dn = parse_dn(cfg.MODEL.DSPNET.DN)
     if dn.family != family:
-        raise ValueError(f"MODEL.DSPNET.DN={dn} is a {dn.family} DN; use build_dspnet_{dn.family}_fpn_backbone")
+        raise InvalidInputError(f"MODEL.DSPNET.DN={dn} is a {dn.family} DN; use build_dspnet_{dn.family}_fpn_backbone")
     bottom_up = DSPNetBackbone(dn, cfg.MODEL.DSPNET.OUT_FEATURES, cfg.MODEL.DSPNET.NORM, cfg.MODEL.DSPNET.FREEZE_AT)
     return FPN(bottom_up=bottom_up, in_features=cfg.MODEL.FPN.IN_FEATURES, out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
                norm=cfg.MODEL.FPN.NORM, top_block=LastLevelMaxPool(), fuse_type=cfg.MODEL.FPN.FUSE_TYPE)

@@ -35,7 +35,7 @@ def dn_complexity(dn: "str | DNSpec", resolution: int | None = None, num_classes
     ImageNet classifier, matching torchvision's published model sizes.
     """
     dn = parse_dn(dn)
-    resolution = resolution or dn.info.resolution
+    resolution = resolution or dn.info.eval_resolution
     model = build_static_dn(dn, num_classes=num_classes)
     return {"dn": str(dn), "resolution": resolution, "params": count_params(model),
             "flops": count_flops(model, resolution)}

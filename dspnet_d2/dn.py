@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
+from .errors import InvalidInputError
+
 __all__ = ["DNSpec", "FamilyInfo", "FAMILIES", "DN_SETS", "parse_dn", "dn_set", "largest_dn", "smallest_dn"]
 
 
@@ -18,8 +20,11 @@ class FamilyInfo:
     name: str
     widths: tuple[float, ...]  # the width grid a DN of this family may use
     max_depths: tuple[int, ...] | None  # blocks per stage of the largest network; None: no depth slimming
-    resolution: int  # pretraining / evaluation input size of the paper's recipe
+    resolution: int  # pretraining input size of the paper's recipe
     default_set: str  # name of the paper's DN set in DN_SETS
+    # evaluation (and FLOPs) input size: the paper pretrains ResNet DNs at 128 px "for faster training"
+    # and compares them with methods that report at 224, so both families are evaluated at 224
+    eval_resolution: int = 224
 
 
 _MBV3_11 = tuple(round(0.5 + 0.05 * i, 2) for i in range(11))
@@ -49,26 +54,26 @@ class DNSpec:
     def __post_init__(self):
         info = FAMILIES.get(self.family)
         if info is None:
-            raise ValueError(f"unknown DN family {self.family!r}; known families: {sorted(FAMILIES)}. "
-                             f"Valid DNs: {_valid_list()}")
+            raise InvalidInputError(f"unknown DN family {self.family!r}; known families: {sorted(FAMILIES)}. "
+                                    f"Valid DNs: {_valid_list()}")
         width = next((w for w in info.widths if abs(w - float(self.width)) < 1e-9), None)
         if width is None:
-            raise ValueError(f"width {self.width} is not on the {self.family} grid {list(info.widths)}. "
-                             f"Valid DNs of {self.family}: {_valid_list(self.family)}")
+            raise InvalidInputError(f"width {self.width} is not on the {self.family} grid {list(info.widths)}. "
+                                    f"Valid DNs of {self.family}: {_valid_list(self.family)}")
         object.__setattr__(self, "width", width)
         if info.max_depths is None:
             if self.depths is not None:
-                raise ValueError(f"{self.family} DNs have no depth part. Valid DNs of {self.family}: "
-                                 f"{_valid_list(self.family)}")
+                raise InvalidInputError(f"{self.family} DNs have no depth part. Valid DNs of {self.family}: "
+                                        f"{_valid_list(self.family)}")
             return
         if self.depths is None or len(self.depths) != len(info.max_depths):
-            raise ValueError(f"{self.family} DNs need {len(info.max_depths)} stage depths (e.g. _d2222). "
-                             f"Valid DNs of {self.family}: {_valid_list(self.family)}")
+            raise InvalidInputError(f"{self.family} DNs need {len(info.max_depths)} stage depths (e.g. _d2222). "
+                                    f"Valid DNs of {self.family}: {_valid_list(self.family)}")
         depths = tuple(int(d) for d in self.depths)
         if any(d < 1 or d > m for d, m in zip(depths, info.max_depths)):
-            raise ValueError(f"depths {depths} exceed the {self.family} supernet's {info.max_depths} "
-                             f"(each stage needs 1..max blocks). Valid DNs of {self.family}: "
-                             f"{_valid_list(self.family)}")
+            raise InvalidInputError(f"depths {depths} exceed the {self.family} supernet's {info.max_depths} "
+                                    f"(each stage needs 1..max blocks). Valid DNs of {self.family}: "
+                                    f"{_valid_list(self.family)}")
         object.__setattr__(self, "depths", depths)
 
     @property
@@ -100,8 +105,8 @@ def parse_dn(text: "str | DNSpec") -> DNSpec:
     if match is None:
         family = raw.split("_", 1)[0]
         known = _valid_list(family) if family in FAMILIES else _valid_list()
-        raise ValueError(f"malformed DN {text!r}; expected '<family>_w<width>[_d<depths>]' "
-                         f"or an alias {sorted(ALIASES)}. Valid DNs: {known}")
+        raise InvalidInputError(f"malformed DN {text!r}; expected '<family>_w<width>[_d<depths>]' "
+                                f"or an alias {sorted(ALIASES)}. Valid DNs: {known}")
     depths = match.group("depths")
     return DNSpec(match.group("family"), float(match.group("width")),
                   tuple(int(c) for c in depths) if depths else None)
@@ -140,12 +145,12 @@ def dn_set(name_or_dns: "str | Iterable[str | DNSpec]") -> tuple[DNSpec, ...]:
         try:
             return (parse_dn(name_or_dns),)
         except ValueError as err:
-            raise ValueError(f"{name_or_dns!r} is neither a DN set {sorted(DN_SETS)} nor a DN: {err}") from None
+            raise InvalidInputError(f"{name_or_dns!r} is neither a DN set {sorted(DN_SETS)} nor a DN: {err}") from None
     dns = tuple(dict.fromkeys(parse_dn(d) for d in name_or_dns))
     if not dns:
-        raise ValueError("a DN set needs at least one DN")
+        raise InvalidInputError("a DN set needs at least one DN")
     if len({d.family for d in dns}) != 1:
-        raise ValueError(f"a DN set must hold one family, got {sorted(str(d) for d in dns)}")
+        raise InvalidInputError(f"a DN set must hold one family, got {sorted(str(d) for d in dns)}")
     return dns
 
 
@@ -165,4 +170,4 @@ def smallest_dn(dns: Iterable[DNSpec]) -> DNSpec:
     for cand in dns:
         if all(cand.fits_in(d) for d in dns):
             return cand
-    raise ValueError(f"DN set {[str(d) for d in dns]} has no smallest member")
+    raise InvalidInputError(f"DN set {[str(d) for d in dns]} has no smallest member")

@@ -10,7 +10,7 @@ from .dn import DNSpec
 from .models import build_static_dn
 from .slim.base import Supernet
 
-__all__ = ["export_dn", "slice_state_dict", "recalibrate_bn"]
+__all__ = ["export_dn", "slice_state_dict", "recalibrate_bn", "seeded_subset"]
 
 
 def slice_state_dict(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -72,3 +72,16 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, num_batches: int | None 
     if used == 0:
         raise ValueError("recalibrate_bn got no batches")
     return used
+
+
+def seeded_subset(num_items: int, max_items: int, seed: int) -> list[int]:
+    """``min(num_items, max_items)`` distinct indices of ``range(num_items)`` drawn at random from ``seed``.
+
+    The sample of BN recalibration: image folders list their files class by class, so reading them in
+    order would show the statistics of the first few classes only (200 x 256 ImageNet images cover
+    40 of its 1000 classes). The same seed gives the same sample on every rank and in every run.
+    """
+    if num_items < 1 or max_items < 1:
+        raise ValueError(f"a sample needs items and a positive quota, got {num_items} items, quota {max_items}")
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(num_items, generator=generator)[:max_items].tolist()

@@ -4,10 +4,13 @@ Runs on one CPU/GPU process, or on many GPUs/nodes under torchrun; restarting th
 resumes from the newest checkpoint in OUTPUT_DIR.
 """
 import argparse
+import os
 import sys
 
+from dspnet_d2.errors import MissingFileError, cli_main
+
 from .config import load_cfg
-from .engine import main
+from .engine import main as train
 
 
 def parse_args(argv=None):
@@ -18,6 +21,12 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not os.path.isfile(args.config_file):  # else the config loader fails with a bare FileNotFoundError
+        raise MissingFileError(f"config file {args.config_file!r} does not exist")
+    return train(load_cfg(args.config_file, args.opts))
+
+
 if __name__ == "__main__":
-    args = parse_args()
-    sys.exit(main(load_cfg(args.config_file, args.opts)))
+    sys.exit(cli_main(main))

@@ -7,6 +7,8 @@ import re
 import torch
 
 from dspnet_d2.convert import PRETRAIN_FORMAT as FORMAT
+from dspnet_d2.errors import InvalidInputError
+
 _NAME = re.compile(r"^checkpoint_(\d{8})\.pth$")
 
 __all__ = ["FORMAT", "save_atomic", "checkpoint_path", "list_checkpoints", "latest_checkpoint",
@@ -43,9 +45,12 @@ def prune_checkpoints(output_dir: str, keep: int) -> None:
 
 
 def load_checkpoint(path: str) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors, foreign objects, truncated files
+        raise InvalidInputError(f"{path} is not a dspnet pretraining checkpoint: {err}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a dspnet pretraining checkpoint (expected format {FORMAT!r})")
+        raise InvalidInputError(f"{path} is not a dspnet pretraining checkpoint (expected format {FORMAT!r})")
     return state
 
 
@@ -54,5 +59,5 @@ def check_signature(state: dict, signature: dict, path: str) -> None:
     saved = state.get("signature", {})
     diffs = [f"{k}: checkpoint {saved.get(k)!r} vs this run {v!r}" for k, v in signature.items() if saved.get(k) != v]
     if diffs:
-        raise ValueError(f"checkpoint {path} belongs to another run; refusing to resume from it.\n  "
-                         + "\n  ".join(diffs) + "\nUse another OUTPUT_DIR or CHECKPOINT.RESUME False.")
+        raise InvalidInputError(f"checkpoint {path} belongs to another run; refusing to resume from it.\n  "
+                                + "\n  ".join(diffs) + "\nUse another OUTPUT_DIR or CHECKPOINT.RESUME False.")

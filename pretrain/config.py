@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import os
 
+import yaml
 from fvcore.common.config import CfgNode as CN
 
 from dspnet_d2.dn import dn_set, largest_dn, smallest_dn
+from dspnet_d2.errors import InvalidInputError
 
 _C = CN()
 _C.RECIPE = ""  # recipe name, set from the config file's name; part of the checkpoint signature
@@ -17,7 +19,9 @@ _C.MODEL.FULL_ONLY_EPOCHS = 10  # first epochs train the full network only
 _C.MODEL.PROJ_HIDDEN = 4096  # projector / predictor hidden width (Linear-BN-ReLU-Linear)
 _C.MODEL.PROJ_DIM = 256  # projection / prediction output width
 _C.MODEL.TAU_BASE = 0.996  # EMA momentum tau at step 0, raised to 1 by cosine over training
-_C.MODEL.MOMENTUM_BN = True  # target BN uses momentum statistics (Momentum^2 Teacher), weight 1 -> 0 by cosine
+# target BN mixes batch and running statistics (Momentum^2 Teacher), batch weight 1 -> 0 by cosine; the
+# target then skips SYNC_BN's cross-rank statistics, as that method does
+_C.MODEL.MOMENTUM_BN = True
 _C.MODEL.SYNC_BN = True  # batch statistics over all ranks (online encoder, projector, predictor, target)
 
 _C.DATA = CN()
@@ -26,6 +30,7 @@ _C.DATA.SPLIT = "train"  # sub-folder used for pretraining
 _C.DATA.RESOLUTION = 224  # crop size (224 for mbv3, 128 for resnet in the paper)
 _C.DATA.CROP_SCALE = (0.08, 1.0)  # RandomResizedCrop scale range
 _C.DATA.BLUR_PROB = (1.0, 0.1)  # Gaussian blur probability of view 1 / view 2 (BYOL)
+_C.DATA.BLUR_SIGMA = (0.1, 2.0)  # Gaussian blur sigma range in pixels of the crop (BYOL, at 224 px)
 _C.DATA.SOLARIZE_PROB = (0.0, 0.2)  # solarization probability of view 1 / view 2 (BYOL)
 _C.DATA.COLOR_JITTER = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue strengths (BYOL)
 _C.DATA.COLOR_JITTER_PROB = 0.8  # probability of applying the colour jitter to a view
@@ -55,6 +60,22 @@ _C.CHECKPOINT.RESUME = True  # resume from the newest checkpoint in OUTPUT_DIR w
 
 _C.LOG_PERIOD = 20  # iterations between metric records (JSON lines + TensorBoard)
 _C.EXPORT = True  # after training, write every DN's weights to OUTPUT_DIR/export/<dn>.pth
+# batches of EVAL_VIEW images recalibrating each exported DN's BN statistics (all sub-networks share the
+# supernet's running buffers, so no DN has its own until then); 0: export the shared statistics
+_C.EXPORT_RECALIBRATION_BATCHES = 100
+
+_C.EVAL_VIEW = CN()  # center crops of training images for the export's recalibration and the kNN monitor
+_C.EVAL_VIEW.RESOLUTION = 0  # crop size; 0: the family's evaluation resolution (224)
+_C.EVAL_VIEW.RESIZE_RATIO = 0.875  # resize the short side to RESOLUTION / RESIZE_RATIO, then center crop
+_C.EVAL_VIEW.BATCH_SIZE = 256
+_C.EVAL_VIEW.SEED = 0  # seed of the image samples (recalibration, kNN bank and queries), the same on every rank
+
+_C.MONITOR = CN()  # the kNN monitor (collapse statistics are always logged: rep_std, proj_std, view_cos)
+_C.MONITOR.KNN_PERIOD = 0  # epochs between kNN evaluations of every DN (and one at step 0); 0: off
+_C.MONITOR.VAL_ROOT = ""  # held-out ImageFolder with the training classes; "": <DATA.ROOT>/val
+_C.MONITOR.BANK_IMAGES = 4096  # training images in the kNN bank (a seeded sample)
+_C.MONITOR.VAL_IMAGES = 2048  # held-out images classified (a seeded sample)
+_C.MONITOR.K = 20  # neighbours (majority vote, as the kNN protocol)
 _C.OUTPUT_DIR = "output/pretrain"  # run directory: config.yaml, checkpoints, metrics, exports
 _C.SEED = 0  # seeds init, data order, augmentations and sub-network sampling
 _C.DEVICE = "auto"  # "auto" (cuda when present), "cuda" or "cpu"
@@ -67,14 +88,14 @@ def get_cfg() -> CN:
 def merge_cfg(cfg: CN, config_file: str | None, opts: list[str] | None, keys_doc: str) -> CN:
     """Merge a YAML file (``_BASE_`` allowed) and ``KEY VALUE`` overrides; unknown keys are ValueErrors."""
     if opts and len(opts) % 2:
-        raise ValueError(f"overrides come as KEY VALUE pairs, got an odd list: {opts}")
-    try:  # yacs reports unknown keys as KeyError (files) or AssertionError (lists)
+        raise InvalidInputError(f"overrides come as KEY VALUE pairs, got an odd list: {opts}")
+    try:  # yacs reports unknown keys as KeyError (files) or AssertionError (lists), bad values as ValueError
         if config_file:
             cfg.merge_from_file(config_file)
         if opts:
             cfg.merge_from_list(list(opts))
-    except (KeyError, AssertionError) as err:
-        raise ValueError(f"bad config key or value ({err}); see {keys_doc} for the valid keys") from None
+    except (KeyError, AssertionError, ValueError, yaml.YAMLError) as err:  # also a mistyped value, bad YAML
+        raise InvalidInputError(f"bad config key or value ({err}); see {keys_doc} for the valid keys") from None
     return cfg
 
 
@@ -95,35 +116,48 @@ def validate_cfg(cfg: CN, world_size: int = 1) -> None:
     """Fail early, with a clear message, on values that would break the run later."""
     dns = dn_set(parse_dns(cfg.MODEL.DNS))
     n = cfg.MODEL.NUM_SUBNETS
-    if n < 1 or n > len(dns):
-        raise ValueError(f"MODEL.NUM_SUBNETS={n} must be in 1..{len(dns)} (the size of DN set {cfg.MODEL.DNS})")
+    if n < 1:
+        raise InvalidInputError(f"MODEL.NUM_SUBNETS={n} must be >= 1")
+    if n >= 2 and len(dns) < 2:
+        raise InvalidInputError(f"MODEL.NUM_SUBNETS={n} must be 1 for the single DN {cfg.MODEL.DNS} (BYOL)")
+    if n > 2 and len(dns) < 3:  # n > |DNs| repeats the middle draws, which needs a middle DN
+        raise InvalidInputError(f"MODEL.NUM_SUBNETS={n} needs a DN between the smallest and the largest of "
+                                f"{cfg.MODEL.DNS}; use 1 or 2")
     if largest_dn(dns) not in dns:
-        raise ValueError(f"DN set {cfg.MODEL.DNS} has no largest member; the sandwich rule needs one")
+        raise InvalidInputError(f"DN set {cfg.MODEL.DNS} has no largest member; the sandwich rule needs one")
     if n >= 2:
         smallest_dn(dns)  # raises if the set has no smallest member
     if cfg.SOLVER.BATCH_SIZE < 1 or cfg.SOLVER.BATCH_SIZE % world_size:
-        raise ValueError(f"SOLVER.BATCH_SIZE={cfg.SOLVER.BATCH_SIZE} must be a positive multiple of the "
-                         f"world size {world_size}")
+        raise InvalidInputError(f"SOLVER.BATCH_SIZE={cfg.SOLVER.BATCH_SIZE} must be a positive multiple of the "
+                                f"world size {world_size}")
     if cfg.SOLVER.EPOCHS < 1:
-        raise ValueError("SOLVER.EPOCHS must be >= 1")
+        raise InvalidInputError("SOLVER.EPOCHS must be >= 1")
     if cfg.AMP.DTYPE not in ("bfloat16", "float16"):
-        raise ValueError(f"AMP.DTYPE must be bfloat16 or float16, got {cfg.AMP.DTYPE}")
+        raise InvalidInputError(f"AMP.DTYPE must be bfloat16 or float16, got {cfg.AMP.DTYPE}")
     if cfg.DEVICE not in ("auto", "cuda", "cpu"):
-        raise ValueError(f"DEVICE must be auto, cuda or cpu, got {cfg.DEVICE}")
+        raise InvalidInputError(f"DEVICE must be auto, cuda or cpu, got {cfg.DEVICE}")
     brightness, contrast, saturation, hue = cfg.DATA.COLOR_JITTER
     if min(brightness, contrast, saturation, hue) < 0 or hue > 0.5:
-        raise ValueError(f"DATA.COLOR_JITTER needs 4 strengths >= 0 with hue <= 0.5, got {cfg.DATA.COLOR_JITTER}")
+        raise InvalidInputError(f"DATA.COLOR_JITTER needs 4 strengths >= 0 with hue <= 0.5, got {cfg.DATA.COLOR_JITTER}")
     for key in ("COLOR_JITTER_PROB", "GRAYSCALE_PROB"):
         if not 0 <= cfg.DATA[key] <= 1:
-            raise ValueError(f"DATA.{key} must lie in [0, 1], got {cfg.DATA[key]}")
+            raise InvalidInputError(f"DATA.{key} must lie in [0, 1], got {cfg.DATA[key]}")
     check_crop_scale(cfg.DATA.CROP_SCALE)
+    if not 0 < cfg.DATA.BLUR_SIGMA[0] <= cfg.DATA.BLUR_SIGMA[1]:
+        raise InvalidInputError(f"DATA.BLUR_SIGMA must satisfy 0 < low <= high, got {tuple(cfg.DATA.BLUR_SIGMA)}")
+    if cfg.EXPORT_RECALIBRATION_BATCHES < 0 or cfg.MONITOR.KNN_PERIOD < 0:
+        raise InvalidInputError(f"EXPORT_RECALIBRATION_BATCHES ({cfg.EXPORT_RECALIBRATION_BATCHES}) and "
+                                f"MONITOR.KNN_PERIOD ({cfg.MONITOR.KNN_PERIOD}) must be >= 0")
+    if min(cfg.EVAL_VIEW.BATCH_SIZE, cfg.MONITOR.BANK_IMAGES, cfg.MONITOR.VAL_IMAGES, cfg.MONITOR.K) < 1:
+        raise InvalidInputError("EVAL_VIEW.BATCH_SIZE, MONITOR.BANK_IMAGES, MONITOR.VAL_IMAGES and MONITOR.K "
+                                "must be >= 1")
 
 
 def check_crop_scale(scale) -> None:
     """``DATA.CROP_SCALE`` (pretraining and eval configs): a RandomResizedCrop area range."""
     low, high = scale
     if not 0 < low <= high <= 1:
-        raise ValueError(f"DATA.CROP_SCALE must satisfy 0 < low <= high <= 1, got {tuple(scale)}")
+        raise InvalidInputError(f"DATA.CROP_SCALE must satisfy 0 < low <= high <= 1, got {tuple(scale)}")
 
 
 def parse_dns(text: str):

@@ -10,15 +10,18 @@ import os
 
 import torch
 from iopath.common.file_io import g_pathmgr
-from PIL import Image
+from PIL import Image, ImageFilter
 from torch.utils.data import Dataset, Sampler
 from torchvision import transforms as T
+
+from dspnet_d2.errors import InvalidInputError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
-__all__ = ["ImageFolderIO", "TwoViewDataset", "ResumableSampler", "byol_transforms", "collate_views"]
+__all__ = ["ImageFolderIO", "TwoViewDataset", "ResumableSampler", "GaussianBlurPIL", "byol_transforms", "collate_views",
+           "eval_transform", "LabelledImages"]
 
 
 class ImageFolderIO(Dataset):
@@ -29,17 +32,17 @@ class ImageFolderIO(Dataset):
 
     def __init__(self, root: str):
         if not g_pathmgr.isdir(root):
-            raise FileNotFoundError(f"image folder {root!r} does not exist")
+            raise MissingFileError(f"image folder {root!r} does not exist")
         self.root = root
         self.classes = sorted(d for d in g_pathmgr.ls(root) if g_pathmgr.isdir(os.path.join(root, d)))
         if not self.classes:
-            raise FileNotFoundError(f"image folder {root!r} has no class sub-folders")
+            raise MissingFileError(f"image folder {root!r} has no class sub-folders")
         self.samples: list[tuple[str, int]] = []
         for label, name in enumerate(self.classes):
             folder = os.path.join(root, name)
             files = sorted(f for f in g_pathmgr.ls(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
             if not files:
-                raise FileNotFoundError(f"class folder {folder!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+                raise MissingFileError(f"class folder {folder!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
             self.samples += [(os.path.join(folder, f), label) for f in files]
 
     def __len__(self) -> int:
@@ -60,14 +63,34 @@ class ImageFolderIO(Dataset):
         return self.load(index), self.samples[index][1]
 
 
+class GaussianBlurPIL:
+    """Gaussian blur of a PIL image, sigma drawn uniformly from ``sigma`` per call, as MoCo v2 and solo-learn blur.
+
+    Sigma comes from torch's global RNG, so seeding it per image (``TwoViewDataset``) makes the views
+    reproducible. PIL approximates the Gaussian with repeated (extended) box blurs of the same variance
+    and does not truncate it; torchvision's ``T.GaussianBlur`` convolves with the exact Gaussian truncated
+    to a fixed kernel: several times slower on PIL images at 224 px with BYOL's 23 px kernel, and at small
+    resolutions (a 3 px kernel at 32 px) a much weaker blur than its sigma says.
+    """
+
+    def __init__(self, sigma=(0.1, 2.0)):
+        self.sigma = tuple(sigma)
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        sigma = torch.empty(1).uniform_(*self.sigma).item()
+        return image.filter(ImageFilter.GaussianBlur(radius=sigma))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(sigma={self.sigma})"
+
+
 def byol_transforms(resolution: int, crop_scale=(0.08, 1.0), mean=(0.485, 0.456, 0.406),
                     std=(0.229, 0.224, 0.225), blur_prob=(1.0, 0.1),
                     solarize_prob=(0.0, 0.2), color_jitter=(0.4, 0.4, 0.2, 0.1), color_jitter_prob: float = 0.8,
-                    grayscale_prob: float = 0.2) -> tuple[T.Compose, T.Compose]:
+                    grayscale_prob: float = 0.2, blur_sigma=(0.1, 2.0)) -> tuple[T.Compose, T.Compose]:
     """BYOL's asymmetric augmentations: blur p = 1.0 / 0.1, solarize p = 0.0 / 0.2 by default.
 
     ``color_jitter`` = (brightness, contrast, saturation, hue) strengths as ``T.ColorJitter`` takes them."""
-    kernel = max(3, int(0.1 * resolution) // 2 * 2 + 1)  # ~10% of the image, odd (23 at 224 px)
 
     def view(blur_p: float, solarize_p: float) -> T.Compose:
         return T.Compose([
@@ -75,7 +98,7 @@ def byol_transforms(resolution: int, crop_scale=(0.08, 1.0), mean=(0.485, 0.456,
             T.RandomHorizontalFlip(),
             T.RandomApply([T.ColorJitter(*color_jitter)], p=color_jitter_prob),
             T.RandomGrayscale(p=grayscale_prob),
-            T.RandomApply([T.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=blur_p),
+            T.RandomApply([GaussianBlurPIL(blur_sigma)], p=blur_p),
             T.RandomSolarize(threshold=128, p=solarize_p),
             T.ToTensor(),
             T.Normalize(mean, std),
@@ -126,7 +149,7 @@ class ResumableSampler(Sampler):
         if global_batch % world_size:
             raise ValueError(f"global batch {global_batch} is not divisible by world size {world_size}")
         if size < global_batch:
-            raise ValueError(f"the dataset has {size} images, fewer than one global batch of {global_batch}")
+            raise InvalidInputError(f"the dataset has {size} images, fewer than one global batch of {global_batch}")
         self.size, self.global_batch, self.rank, self.world_size, self.seed = size, global_batch, rank, world_size, seed
         self.batch = global_batch // world_size
         self.epoch, self.start_batch = 0, 0
@@ -147,3 +170,30 @@ class ResumableSampler(Sampler):
         mine = order[self.rank::self.world_size]  # global batch k = order[k*B:(k+1)*B] on any world size
         for index in mine[self.start_batch * self.batch:]:
             yield index, (self.seed * 1_000_003 + self.epoch) * 100_000_007 + index
+
+
+def eval_transform(resolution: int, resize_ratio: float, mean, std) -> T.Compose:
+    return T.Compose([T.Resize(int(round(resolution / resize_ratio)), interpolation=T.InterpolationMode.BICUBIC),
+                      T.CenterCrop(resolution), T.ToTensor(), T.Normalize(mean, std)])
+
+
+class LabelledImages(Dataset):
+    """``(image tensor, label, index)`` for the chosen ``indices`` of an image folder.
+
+    An unreadable image is replaced by the next readable one of the selection (and logged by the folder).
+    """
+
+    def __init__(self, images: ImageFolderIO, transform, indices: list[int] | None = None):
+        self.images, self.transform = images, transform
+        self.indices = list(range(len(images))) if indices is None else list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int):
+        for offset in range(len(self.indices)):
+            index = self.indices[(position + offset) % len(self.indices)]
+            image = self.images.load(index)
+            if image is not None:
+                return self.transform(image), self.images.samples[index][1], position
+        raise RuntimeError(f"no readable image in {self.images.root}")

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from dspnet_d2.errors import ExistingFileError
+
 VERSION = 3
 CLASSES = ("circle", "square", "triangle", "star", "cross", "ring", "diamond", "hexagon")
 COCO_IMAGE_SIZE = 128
@@ -237,7 +239,7 @@ def make_demo_dataset(root, image_size: int = 32, train_per_class: int = 120, va
         for d in owned:  # ours (marker present): clear stale files of other arguments / partial runs
             shutil.rmtree(root / d, ignore_errors=True)
     elif any((root / d).exists() and any((root / d).iterdir()) for d in owned):
-        raise FileExistsError(f"{root} holds train/val/coco data without {marker.name}; refusing to overwrite")
+        raise ExistingFileError(f"{root} holds train/val/coco data without {marker.name}; refusing to overwrite")
     root.mkdir(parents=True, exist_ok=True)
     # an incomplete marker first, so an interrupted run is recognised as ours and regenerated
     marker.write_text(json.dumps({**expected, "complete": False}, indent=2) + "\n")

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from dspnet_d2.convert import DN_FORMAT
 from dspnet_d2.dn import dn_set
+from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.export import export_dn
 
 from .checkpoint import (FORMAT, check_signature, checkpoint_path, latest_checkpoint, load_checkpoint,
@@ -22,7 +23,9 @@ from .config import parse_dns, validate_cfg
 from .data import ImageFolderIO, ResumableSampler, TwoViewDataset, byol_transforms, collate_views
 from .method import DSPNet
 from .metrics import MetricWriter
+from .monitor import COLLAPSE_STATS, KNNMonitor, collapse_stats, plot_knn_curves
 from .optim import LARS, bn_stat_weight_at, lars_param_groups, lr_at, tau_at
+from .recalibration import recalibrate_on_images
 
 logger = logging.getLogger("pretrain")
 
@@ -35,7 +38,7 @@ def setup_distributed(device_pref: str) -> tuple[int, int, torch.device]:
     """Rank, world size and device; initialises the process group under torchrun."""
     use_cuda = torch.cuda.is_available() if device_pref == "auto" else device_pref == "cuda"
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("DEVICE is cuda but no CUDA device is available")
+        raise InvalidInputError("DEVICE is cuda but no CUDA device is available")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -68,6 +71,15 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _per_dn_means(subnets, rows: list[list[float]], names: tuple[str, ...]) -> dict[str, float]:
+    """``{"<name>/<dn>": value}``, averaged over the draws of a DN that the sandwich drew more than once."""
+    out = {}
+    for dn in dict.fromkeys(subnets):
+        picked = [row for d, row in zip(subnets, rows) if d == dn]
+        out.update({f"{name}/{dn}": sum(row[j] for row in picked) / len(picked) for j, name in enumerate(names)})
+    return out
+
+
 def build_method(cfg) -> DSPNet:
     """The run's DSPNet at step 0: seeded by ``cfg.SEED`` only, so a checkpoint's config rebuilds the
     exact weights its run started from (the eval's paired "initial weights" reference)."""
@@ -82,7 +94,7 @@ class Trainer:
         validate_cfg(cfg, self.world_size)
         self.is_main = self.rank == 0
         self.method = build_method(cfg).to(self.device)
-        self.method.set_sync_bn(cfg.MODEL.SYNC_BN and self.world_size > 1)
+        self.method.set_sync_bn(cfg.MODEL.SYNC_BN and self.world_size > 1, cfg.MODEL.MOMENTUM_BN)
         self.channels_last = cfg.CHANNELS_LAST
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
@@ -97,10 +109,19 @@ class Trainer:
         self.amp_dtype = torch.bfloat16 if cfg.AMP.DTYPE == "bfloat16" else torch.float16
         self.amp = cfg.AMP.ENABLED and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
-        images = ImageFolderIO(os.path.join(cfg.DATA.ROOT, cfg.DATA.SPLIT))
+        self.images = images = ImageFolderIO(os.path.join(cfg.DATA.ROOT, cfg.DATA.SPLIT))
+        # center crops of training images: the exports' BN recalibration and the kNN monitor
+        self.eval_view = dict(resolution=cfg.EVAL_VIEW.RESOLUTION or self.method.full_dn.info.eval_resolution,
+                              resize_ratio=cfg.EVAL_VIEW.RESIZE_RATIO, batch_size=cfg.EVAL_VIEW.BATCH_SIZE,
+                              seed=cfg.EVAL_VIEW.SEED, mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
+        self.monitor = None
+        if cfg.MONITOR.KNN_PERIOD and self.is_main:
+            self.monitor = KNNMonitor(images, cfg.MONITOR.VAL_ROOT or os.path.join(cfg.DATA.ROOT, "val"),
+                                      cfg.MONITOR.BANK_IMAGES, cfg.MONITOR.VAL_IMAGES, cfg.MONITOR.K,
+                                      device=self.device, num_workers=cfg.DATA.NUM_WORKERS, **self.eval_view)
         transforms = byol_transforms(cfg.DATA.RESOLUTION, cfg.DATA.CROP_SCALE, cfg.DATA.MEAN, cfg.DATA.STD,
                                      cfg.DATA.BLUR_PROB, cfg.DATA.SOLARIZE_PROB, cfg.DATA.COLOR_JITTER,
-                                     cfg.DATA.COLOR_JITTER_PROB, cfg.DATA.GRAYSCALE_PROB)
+                                     cfg.DATA.COLOR_JITTER_PROB, cfg.DATA.GRAYSCALE_PROB, cfg.DATA.BLUR_SIGMA)
         self.sampler = ResumableSampler(len(images), cfg.SOLVER.BATCH_SIZE, self.rank, self.world_size, cfg.SEED)
         self.loader = torch.utils.data.DataLoader(
             TwoViewDataset(images, transforms), batch_size=self.sampler.batch, sampler=self.sampler,
@@ -154,20 +175,22 @@ class Trainer:
         with autocast:
             projections = self.method.target_projections(view1, view2)  # once per step
         subnets = self.method.sample(step, cfg.SEED, full_only=epoch < cfg.MODEL.FULL_ONLY_EPOCHS)
-        losses = []
+        rows = []  # per sub-network: loss and COLLAPSE_STATS
         for i, dn in enumerate(subnets):  # the largest runs last and carries the one all-reduce
             self.method.online.encoder.set_active(dn)
             sync = contextlib.nullcontext() if i == len(subnets) - 1 or self.world_size == 1 else self.online.no_sync()
             with sync:
                 with autocast:
-                    loss = self.method.symmetric_loss(self.online(view1, view2), projections)
+                    predictions, (rep1, rep2, proj1, _) = self.online(view1, view2, with_features=True)
+                    loss = self.method.symmetric_loss(predictions, projections)
                 self.scaler.scale(loss).backward()
-            losses.append(loss.detach().float())
-        stacked = torch.stack(losses)
+            rows.append(torch.cat([loss.detach().float().view(1), collapse_stats(rep1, rep2, proj1)]))
+        stacked = torch.stack(rows)
         if self.world_size > 1:  # every rank sees the global losses, so all stop together on a NaN
             dist.all_reduce(stacked)
             stacked /= self.world_size
-        values = stacked.tolist()  # one host sync per step
+        rows = stacked.tolist()  # one host sync per step
+        values = [row[0] for row in rows]
         for dn, value in zip(subnets, values):
             if not torch.isfinite(torch.tensor(value)):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -179,7 +202,8 @@ class Trainer:
         tau = tau_at(step, self.total_steps, cfg.MODEL.TAU_BASE)
         self.method.update_target(tau)
         self.step += 1
-        return {"lr": lr, "tau": tau, "loss": sum(values), **{f"loss/{dn}": v for dn, v in zip(subnets, values)}}
+        return {"lr": lr, "tau": tau, "loss": sum(values), "subnets": [str(dn) for dn in subnets],
+                **_per_dn_means(subnets, rows, ("loss",) + COLLAPSE_STATS)}
 
     # -- the loop ------------------------------------------------------------------------------------
     def train(self, stop_after: int | None = None) -> int:
@@ -190,6 +214,8 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc="pretrain",
                    dynamic_ncols=True)
         skipped_total, tick, tick_step = 0, time.perf_counter(), self.step
+        if self.step == 0 and stop_at > 0:
+            self.monitor_knn()  # the starting point of the curves
         while self.step < stop_at:
             epoch, start = divmod(self.step, self.steps_per_epoch)
             self.sampler.set_epoch(epoch, start)
@@ -210,6 +236,8 @@ class Trainer:
                                   skipped_images=skipped_total * self.world_size)
                     self.metrics.write(self.step, record)
                     tick, tick_step = now, self.step
+                if end_of_epoch and (epoch + 1) % max(self.cfg.MONITOR.KNN_PERIOD, 1) == 0:
+                    self.monitor_knn()  # before the epoch's checkpoint: a resumed run never skips one
                 if self.step % self.cfg.CHECKPOINT.PERIOD == 0 or end_of_epoch or self.step == stop_at:
                     self.save()
                 if self.step >= stop_at:
@@ -222,18 +250,36 @@ class Trainer:
         self.metrics.close()
         return self.step
 
+    def monitor_knn(self) -> None:
+        """The kNN monitor of every DN (main process; the others wait), into the metrics and a plot."""
+        if self.monitor is not None:
+            record = self.monitor(self.method.online.encoder, self.method.dns)
+            self.metrics.write(self.step, record)
+            logger.info("kNN monitor at step %d: %s", self.step,
+                        ", ".join(f"{k[4:]} {v:.1f}" for k, v in record.items()))
+            plot_knn_curves(self.metrics.path, os.path.join(self.cfg.OUTPUT_DIR, "knn_monitor.png"))
+        if self.cfg.MONITOR.KNN_PERIOD and self.world_size > 1:
+            dist.barrier()
+
     def export(self) -> dict[str, str]:
-        """Write each DN's weights (export_dn of the online encoder) to OUTPUT_DIR/export/<dn>.pth."""
+        """Write each DN's weights (export_dn of the online encoder) to OUTPUT_DIR/export/<dn>.pth, with
+        BN statistics recalibrated for that DN (``EXPORT_RECALIBRATION_BATCHES``; recorded in the file)."""
         paths = {}
         if self.is_main:
             folder = os.path.join(self.cfg.OUTPUT_DIR, "export")
             os.makedirs(folder, exist_ok=True)
             encoder = self.method.online.encoder
             for dn in self.method.dns:
-                model = export_dn(encoder, dn)
+                model = export_dn(encoder, dn).to(self.device)
+                recalibration = None
+                if self.cfg.EXPORT_RECALIBRATION_BATCHES:
+                    recalibration = recalibrate_on_images(
+                        model, self.images, num_batches=self.cfg.EXPORT_RECALIBRATION_BATCHES, device=self.device,
+                        num_workers=self.cfg.DATA.NUM_WORKERS, **self.eval_view)
                 paths[str(dn)] = os.path.join(folder, f"{dn}.pth")
-                save_atomic({"format": DN_FORMAT, "dn": str(dn), "config": self.cfg.dump(),
-                             "step": self.step, "state_dict": model.state_dict()}, paths[str(dn)])
+                save_atomic({"format": DN_FORMAT, "dn": str(dn), "config": self.cfg.dump(), "step": self.step,
+                             "bn_recalibration": recalibration,
+                             "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, paths[str(dn)])
             logger.info("exported %d DNs to %s", len(paths), folder)
         return paths
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from dspnet_d2.dn import DNSpec, dn_set, largest_dn, smallest_dn
 from dspnet_d2.slim import Supernet, build_supernet
-from dspnet_d2.slim.ops import SlimBatchNorm1d, SlimLinear, configure_norms
+from dspnet_d2.slim.ops import SlimBatchNorm1d, SlimLinear, commit_momentum_stats, configure_norms
 
 __all__ = ["MLP", "OnlineNetwork", "TargetNetwork", "DSPNet", "byol_loss", "sample_subnets"]
 
@@ -49,9 +49,14 @@ class OnlineNetwork(TargetNetwork):
         super().__init__(encoder, projector)
         self.predictor = predictor
 
-    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor, with_features: bool = False):
+        """Predictions ``(p1, p2)``; with ``with_features`` also the representations and projections
+        ``(y1, y2, z1, z2)`` they came from (what the collapse monitor reads)."""
         # views go through separately, so each has its own batch statistics (as BYOL)
-        return self.predictor(super().forward(view1)), self.predictor(super().forward(view2))
+        y1, y2 = self.encoder(view1), self.encoder(view2)
+        z1, z2 = self.projector(y1), self.projector(y2)
+        predictions = self.predictor(z1), self.predictor(z2)
+        return (predictions, (y1, y2, z1, z2)) if with_features else predictions
 
 
 def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -63,7 +68,9 @@ def sample_subnets(dns: tuple[DNSpec, ...], n: int, step: int, seed: int, full_o
     """Sandwich rule: smallest, n - 2 random distinct others, largest (always last).
 
     Seeded from (seed, step) only, so every DDP rank draws the same sub-networks.
-    ``full_only`` (the warm-up epochs) or ``n == 1`` gives the full network alone.
+    ``full_only`` (the warm-up epochs) or ``n == 1`` gives the full network alone. When n - 2 exceeds
+    the DNs between the smallest and the largest (the paper's n = 4 on a 3-DN set), the middle draws
+    repeat: each middle DN appears (n - 2) // |middle| times, the rest are drawn without replacement.
     """
     largest = largest_dn(dns)
     if full_only or n == 1:
@@ -71,7 +78,8 @@ def sample_subnets(dns: tuple[DNSpec, ...], n: int, step: int, seed: int, full_o
     smallest = smallest_dn(dns)
     middle = [dn for dn in dns if dn not in (smallest, largest)]
     rng = random.Random(seed * 1_000_003 + step)
-    picked = rng.sample(middle, n - 2)
+    rounds, rest = divmod(n - 2, len(middle)) if middle else (0, 0)
+    picked = middle * rounds + rng.sample(middle, rest)
     return [smallest] + sorted(picked) + [largest]
 
 
@@ -97,7 +105,9 @@ class DSPNet(nn.Module):
     def target_projections(self, view1: torch.Tensor, view2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Full-network projections of both views: computed once per step, shared by all sub-networks."""
         self.target.encoder.set_active(self.full_dn)
-        return self.target(view1), self.target(view2)
+        projections = self.target(view1), self.target(view2)
+        commit_momentum_stats(self.target)  # momentum BN: running statistics move once per step
+        return projections
 
     @staticmethod
     def symmetric_loss(predictions, projections) -> torch.Tensor:
@@ -116,5 +126,9 @@ class DSPNet(nn.Module):
         """Momentum BN in the target: weight of the batch statistics (None: plain BN)."""
         configure_norms(self.target, stat_weight=weight)
 
-    def set_sync_bn(self, enabled: bool) -> None:
-        configure_norms(self, sync=enabled)
+    def set_sync_bn(self, enabled: bool, momentum_bn: bool = False) -> None:
+        """Cross-rank batch statistics; the target does without them under momentum BN, which
+        Momentum^2 Teacher introduced to avoid that communication (each rank mixes its own batch
+        statistics with the running ones)."""
+        configure_norms(self.online, sync=enabled)
+        configure_norms(self.target, sync=enabled and not momentum_bn)

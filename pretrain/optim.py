@@ -7,6 +7,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from dspnet_d2.errors import InvalidInputError
+
 __all__ = ["LARS", "lars_param_groups", "lr_at", "tau_at", "bn_stat_weight_at"]
 
 
@@ -21,7 +23,8 @@ class LARS(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001):
         if lr < 0 or momentum < 0 or weight_decay < 0 or eta <= 0:
-            raise ValueError(f"invalid LARS hyper-parameters lr={lr} momentum={momentum} wd={weight_decay} eta={eta}")
+            raise InvalidInputError(f"invalid LARS hyper-parameters lr={lr} momentum={momentum} wd={weight_decay} "
+                                    f"eta={eta}")
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta,
                                       lars_exclude=False))
 

@@ -14,7 +14,7 @@ def tiny_cfg(data_root, output_dir, *overrides):
         "DATA.ROOT", str(data_root), "OUTPUT_DIR", str(output_dir), "DATA.RESOLUTION", "32",
         "DATA.NUM_WORKERS", "0", "MODEL.DNS", "mbv3_s3", "MODEL.NUM_SUBNETS", "3", "MODEL.PROJ_HIDDEN", "32",
         "MODEL.PROJ_DIM", "16", "SOLVER.BATCH_SIZE", "16", "SOLVER.EPOCHS", "2", "MODEL.FULL_ONLY_EPOCHS", "1",
-        "SOLVER.WARMUP_EPOCHS", "1", "CHECKPOINT.PERIOD", "2", "LOG_PERIOD", "1",
+        "SOLVER.WARMUP_EPOCHS", "1", "CHECKPOINT.PERIOD", "2", "LOG_PERIOD", "1", "MONITOR.KNN_PERIOD", "0",
         # contiguous tensors: oneDNN's channels_last kernels round differently per batch split, and these
         # tests compare runs (1 vs 2 ranks, resumed vs not) tightly; the demo test covers channels_last
         "CHANNELS_LAST", "False", *overrides])

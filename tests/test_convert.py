@@ -9,6 +9,9 @@ from torchvision.models import mobilenet_v3_large, resnet18
 
 from dspnet_d2 import build_static_dn, build_supernet, export_dn
 from dspnet_d2.convert import D2_PREFIX, dn_backbone_state, read_source_weights
+from pretrain.data import ImageFolderIO
+from pretrain.recalibration import recalibrate_on_images
+from pretrain_utils import tiny_data
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 
@@ -35,7 +38,7 @@ def pretrain_ckpt(tmp_path_factory):
 def test_dn_pkl_has_backbone_keys_and_shapes(pretrain_ckpt, tmp_path, dn):
     path, net = pretrain_ckpt
     out = tmp_path / f"{dn}.pkl"
-    _convert(path, "--dn", dn, "-o", out)
+    _convert(path, "--dn", dn, "--no-bn-recalibration", "-o", out)  # the supernet's shared statistics
     data = pickle.load(open(out, "rb"))
     assert data["__author__"] == "dspnet" and data["matching_heuristics"] is False
     expected = {k: v for k, v in export_dn(net, dn).state_dict().items() if not k.startswith("classifier")}
@@ -54,7 +57,7 @@ def test_supernet_pkl_and_exported_dn_source(pretrain_ckpt, tmp_path):
     torch.save({"format": "dspnet-dn-v1", "dn": "mbv3_w0.5", "state_dict": export_dn(net, "mbv3_w0.5").state_dict()},
                exported)
     _convert(exported, "-o", tmp_path / "dn.pkl")  # the DN comes from the file
-    _convert(path, "--dn", "mbv3_w0.5", "-o", tmp_path / "dn2.pkl")
+    _convert(path, "--dn", "mbv3_w0.5", "--no-bn-recalibration", "-o", tmp_path / "dn2.pkl")
     a, b = pickle.load(open(tmp_path / "dn.pkl", "rb")), pickle.load(open(tmp_path / "dn2.pkl", "rb"))
     assert a["model"].keys() == b["model"].keys()
     assert all((a["model"][k] == b["model"][k]).all() for k in a["model"])
@@ -80,3 +83,24 @@ def test_bad_sources_and_dns_fail_clearly(pretrain_ckpt, tmp_path):
         read_source_weights(str(tmp_path / "junk.pth"))
     with pytest.raises(ValueError, match="cannot be sliced"):
         dn_backbone_state(build_static_dn("mbv3_w0.5").state_dict(), "mbv3_w1.0")
+
+
+def test_per_dn_pkl_of_a_pretraining_checkpoint_gets_its_own_bn_statistics(pretrain_ckpt, tmp_path):
+    path, net = pretrain_ckpt
+    data = tiny_data(tmp_path / "data")
+    failed = subprocess.run([sys.executable, "tools/convert_to_d2.py", str(path), "--dn", "mbv3_w0.5", "-o",
+                             str(tmp_path / "x.pkl")], cwd=ROOT, capture_output=True, text=True)
+    assert failed.returncode == 2 and "--data-root" in failed.stderr and not (tmp_path / "x.pkl").exists()
+    out = _convert(path, "--dn", "mbv3_w0.5", "--data-root", data, "--resolution", "32", "--resize-ratio", "1",
+                   "--batches", "2", "--batch-size", "16", "-o", tmp_path / "own.pkl")
+    assert "BN recalibrated on 32 images at 32 px (seed 0)" in out
+    model = pickle.load(open(tmp_path / "own.pkl", "rb"))["model"]
+    fresh = export_dn(net, "mbv3_w0.5")  # the same DN, recalibrated here on the same seeded sample
+    recalibrate_on_images(fresh, ImageFolderIO(str(data / "train")), resolution=32, batch_size=16, num_batches=2,
+                          seed=0, resize_ratio=1.0)
+    shared = export_dn(net, "mbv3_w0.5").state_dict()
+    for key, value in fresh.state_dict().items():
+        if not key.startswith("classifier"):
+            assert torch.equal(torch.from_numpy(model[D2_PREFIX + key]), value), key
+    assert not torch.equal(torch.from_numpy(model[D2_PREFIX + "features.0.1.running_mean"]),
+                           shared["features.0.1.running_mean"])

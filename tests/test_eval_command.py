@@ -6,6 +6,8 @@ import os
 import pytest
 import torch
 
+from dspnet_d2 import build_static_dn, parse_dn
+from dspnet_d2.convert import DN_FORMAT
 from pretrain.engine import Trainer
 from pretrain.eval.__main__ import main as eval_main
 from pretrain_utils import tiny_cfg, tiny_data
@@ -39,6 +41,9 @@ def test_all_dns_knn_writes_table_csv_json_and_plot(run, tmp_path, capsys):
     data = json.load(open(tmp_path / "results.json"))
     assert "BN recalibration on" in data["title"] and len(data["results"]) == 4
     assert "| DSPNet | mbv3_w0.75 |" in (tmp_path / "results.md").read_text()
+    for result in data["results"]:  # 2 batches of 16 of the 64 training images, a seeded sample
+        assert result["resolution"] == 32
+        assert result["bn_recalibration"] == {"seed": 0, "images": 32, "resolution": 32}
     png = (tmp_path / "accuracy.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     # a rerun resumes: finished DNs are read back, not recomputed
@@ -133,3 +138,21 @@ def test_initial_weights_need_a_pretraining_checkpoint(run, tmp_path):
     with pytest.raises(ValueError, match="INITIAL_WEIGHTS needs a pretraining checkpoint"):
         eval_main(["--config-file", "configs/eval/knn.yaml", "PRETRAINED", str(run["byol"]), "INITIAL_WEIGHTS",
                    "True", *_common(run, tmp_path)])
+
+
+def test_both_families_are_evaluated_at_224_px_unless_overridden(run, tmp_path):
+    from pretrain.eval.config import load_eval_cfg
+    from pretrain.eval.runner import Evaluation
+
+    def resolution(*overrides):
+        cfg = load_eval_cfg("configs/eval/knn.yaml", ["PRETRAINED", str(run["dspnet"]), "DATA.ROOT",
+                                                      str(run["data"]), "OUTPUT_DIR", str(tmp_path), *overrides])
+        return Evaluation(cfg).resolution
+
+    assert resolution() == 224
+    assert resolution("DATA.RESOLUTION", "160") == 160
+    resnet = tmp_path / "resnet18.pth"
+    torch.save({"format": DN_FORMAT, "dn": "resnet18", "state_dict": build_static_dn("resnet18").state_dict()},
+               resnet)
+    assert parse_dn("resnet18").info.resolution == 128  # its pretraining resolution
+    assert resolution("PRETRAINED", str(resnet)) == 224

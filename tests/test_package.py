@@ -33,7 +33,9 @@ def test_complexity_matches_torchvision_models(dn, make_tv):
 def test_known_sizes():
     assert dn_complexity("mbv3_w1.0", num_classes=1000)["params"] == 5_483_032  # torchvision's table
     assert dn_complexity("resnet18", num_classes=1000)["params"] == 11_689_512
-    assert dn_complexity("resnet18")["resolution"] == 128
+    # sizes are counted at the evaluation resolution, 224 for both families (ResNet pretrains at 128)
+    assert dn_complexity("resnet18")["resolution"] == 224
+    assert dn_complexity("resnet18")["flops"] == dn_complexity("resnet18", resolution=224)["flops"]
 
 
 def test_dn_table_tool(tmp_path):

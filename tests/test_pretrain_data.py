@@ -1,9 +1,11 @@
-"""BYOL view transforms: the configurable colour augmentation does what its keys say."""
+"""BYOL view transforms: the configurable colour augmentation does what its keys say; the blur and seeding."""
 import numpy as np
 import torch
-from PIL import Image
+import torchvision.transforms.functional as TF
+from PIL import Image, ImageDraw
+from torchvision import transforms as T
 
-from pretrain.data import byol_transforms
+from pretrain.data import GaussianBlurPIL, TwoViewDataset, byol_transforms
 
 
 def _image(seed=0):
@@ -39,3 +41,84 @@ def test_full_hue_jitter_changes_colours():
     outs = [view(image) for _ in range(6)]
     assert max((o - outs[0]).abs().max().item() for o in outs[1:]) > 0.2
 
+
+def _natural_image(size=224, seed=0):
+    """Smooth gradients, flat shapes with sharp edges and sensor noise: what a blur acts on in photographs."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    image = Image.fromarray((np.stack([x, y, 1 - x * y], -1) * 160 + 40).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x0, y0 = rng.integers(0, size, 2)
+        w, h = rng.integers(10, size // 3, 2)
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape([x0, y0, x0 + w, y0 + h], fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    noisy = np.asarray(image, np.float64) + rng.normal(0, 12, (size, size, 3))
+    return Image.fromarray(noisy.clip(0, 255).astype(np.uint8))
+
+
+def test_pil_blur_is_close_to_the_exact_gaussian():
+    image = _natural_image()
+    pixels = TF.pil_to_tensor(image).float()
+    tolerance = 1.5  # mean |difference| in 0..255; measured <= 0.64 here, while a 2x sigma error or no blur is >= 3.1
+
+    def gap(blurred: Image.Image, sigma: float) -> float:
+        kernel = int(np.ceil(6 * sigma)) // 2 * 2 + 3  # odd, > 6 sigma: the truncation is negligible
+        exact = TF.gaussian_blur(pixels, [kernel, kernel], [sigma, sigma])
+        return (TF.pil_to_tensor(blurred).float() - exact).abs().mean().item()
+
+    for sigma in (0.5, 1.0, 2.0):
+        assert gap(GaussianBlurPIL((sigma, sigma))(image), sigma) < tolerance
+        # the tolerance tells a wrong blur apart
+        assert gap(GaussianBlurPIL((2 * sigma, 2 * sigma))(image), sigma) > tolerance
+        assert gap(GaussianBlurPIL((sigma / 2, sigma / 2))(image), sigma) > tolerance
+        assert gap(image, sigma) > tolerance
+
+
+class _RecordsFilter:
+    """Stands in for a PIL image: keeps the radius of the filter applied to it."""
+
+    def filter(self, kernel):
+        self.radius = kernel.radius
+        return self
+
+
+def _drawn_sigmas(blur, seed, count=200):
+    torch.manual_seed(seed)
+    return [blur(_RecordsFilter()).radius for _ in range(count)]
+
+
+def test_pil_blur_draws_sigma_uniformly_and_reproducibly():
+    sigmas = _drawn_sigmas(GaussianBlurPIL((0.1, 2.0)), seed=0)
+    assert min(sigmas) >= 0.1 and max(sigmas) <= 2.0
+    assert min(sigmas) < 0.3 and max(sigmas) > 1.8 and abs(np.mean(sigmas) - 1.05) < 0.1
+    assert sigmas == _drawn_sigmas(GaussianBlurPIL((0.1, 2.0)), seed=0)
+    assert sigmas != _drawn_sigmas(GaussianBlurPIL((0.1, 2.0)), seed=1)
+    # the very draws of torchvision's blur, so a seed gives the sigmas it gave before
+    torch.manual_seed(0)
+    assert sigmas == [T.GaussianBlur.get_params(0.1, 2.0) for _ in range(200)]
+
+
+def test_byol_views_blur_with_the_pil_blur_at_the_blur_probabilities():
+    for view, p in zip(byol_transforms(224, blur_prob=(1.0, 0.1)), (1.0, 0.1)):
+        blurs = [t for t in view.transforms if isinstance(t, T.RandomApply)
+                 and isinstance(t.transforms[0], GaussianBlurPIL)]
+        assert [(b.p, b.transforms[0].sigma) for b in blurs] == [(p, (0.1, 2.0))]
+
+
+def test_two_view_dataset_views_are_reproducible_per_seed():
+    image = _natural_image(size=96)
+
+    class OneImage:
+        root = "memory"
+
+        def __len__(self):
+            return 1
+
+        def load(self, index):
+            return image
+
+    data = TwoViewDataset(OneImage(), byol_transforms(64))
+    first, again, other = data[(0, 7)], data[(0, 7)], data[(0, 8)]
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(first[0], other[0]) and not torch.equal(first[1], other[1])

@@ -4,11 +4,14 @@ import os
 import pytest
 import torch
 
-from dspnet_d2 import build_static_dn
+from dspnet_d2 import DN_SETS, build_static_dn
+from dspnet_d2.export import export_dn
 from pretrain.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from pretrain.config import load_cfg, validate_cfg
 from pretrain.engine import NonFiniteLossError, Trainer
+from pretrain.data import ImageFolderIO
 from pretrain.method import DSPNet
+from pretrain.recalibration import recalibrate_on_images
 from pretrain_utils import tiny_cfg, tiny_data
 
 
@@ -54,6 +57,66 @@ def test_full_run_warmup_sandwich_export_and_checkpoints(data_root, tmp_path):
         saved = torch.load(tmp_path / "export" / f"{dn}.pth", weights_only=True)
         assert saved["dn"] == dn
         build_static_dn(dn).load_state_dict(saved["state_dict"], strict=True)
+    for r in records:  # the collapse monitor of every sampled DN
+        for dn in r["subnets"]:
+            assert 0 < r[f"rep_std/{dn}"] <= 1 and 0 < r[f"proj_std/{dn}"] <= 1 and -1 <= r[f"view_cos/{dn}"] <= 1
+
+
+def test_exported_dns_carry_their_own_recalibrated_bn_statistics(data_root, tmp_path):
+    trainer = Trainer(tiny_cfg(data_root, tmp_path))
+    trainer.train()
+    images = ImageFolderIO(str(data_root / "train"))
+    for dn in ["mbv3_w0.5", "mbv3_w1.0"]:
+        saved = torch.load(tmp_path / "export" / f"{dn}.pth", weights_only=True)
+        # demo.yaml's EVAL_VIEW: 32 px crops; 8 batches of 128 cover the 64 training images
+        assert saved["bn_recalibration"] == {"seed": 0, "images": 64, "resolution": 32}
+        shared = export_dn(trainer.method.online.encoder, dn).state_dict()  # the supernet's shared buffers
+        fresh = export_dn(trainer.method.online.encoder, dn)
+        recalibrate_on_images(fresh, images, resolution=32, batch_size=128, num_batches=8, seed=0, resize_ratio=1.0)
+        for key, value in fresh.state_dict().items():
+            assert torch.equal(saved["state_dict"][key], value), key
+        stats = [k for k in shared if k.endswith("running_mean")]
+        assert any(not torch.allclose(shared[k], saved["state_dict"][k]) for k in stats)
+
+
+@pytest.mark.parametrize("dns", ["mbv3_s3", "mbv3_s5", "mbv3_s11"])
+def test_every_dn_set_runs_its_first_sandwich_step_with_n_3_4_5(data_root, tmp_path, dns):
+    for n in (3, 4, 5):
+        trainer = Trainer(tiny_cfg(data_root, tmp_path / str(n), "MODEL.DNS", dns, "MODEL.NUM_SUBNETS", str(n),
+                                   "MODEL.FULL_ONLY_EPOCHS", "0"))
+        assert trainer.train(stop_after=1) == 1
+        subnets = _records(tmp_path / str(n))[0]["subnets"]
+        members = [str(dn) for dn in DN_SETS[dns]]
+        assert len(subnets) == n and subnets[0] == members[0] and subnets[-1] == members[-1]
+        assert set(subnets) <= set(members)
+
+
+def test_knn_monitor_leaves_training_unchanged_and_resumes_bit_identically(data_root, tmp_path):
+    monitor = ["MONITOR.KNN_PERIOD", "1", "MONITOR.BANK_IMAGES", "40", "MONITOR.VAL_IMAGES", "12", "MONITOR.K", "5"]
+    plain = Trainer(tiny_cfg(data_root, tmp_path / "plain"))
+    plain.train()
+    watched = Trainer(tiny_cfg(data_root, tmp_path / "watched", *monitor))
+    watched.train()
+    first = Trainer(tiny_cfg(data_root, tmp_path / "resumed", *monitor))
+    assert first.train(stop_after=5) == 5  # killed after the epoch-1 monitor, mid-epoch 2
+    del first
+    resumed = Trainer(tiny_cfg(data_root, tmp_path / "resumed", *monitor))
+    assert resumed.train() == 8
+    for other in (watched, resumed):
+        for part in ("online", "target"):
+            a, b = getattr(plain.method, part).state_dict(), getattr(other.method, part).state_dict()
+            assert all(torch.equal(a[k], b[k]) for k in a), part
+
+    def knn(folder):  # the last record of each step: a resumed run repeats the steps after its checkpoint
+        return {r["step"]: {k: v for k, v in r.items() if k.startswith("knn/")}
+                for r in _records(folder) if any(k.startswith("knn/") for k in r)}
+
+    curves = knn(tmp_path / "watched")
+    assert sorted(curves) == [0, 4, 8]  # step 0, then every epoch
+    assert all(set(v) == {"knn/mbv3_w0.5", "knn/mbv3_w0.75", "knn/mbv3_w1.0"} for v in curves.values())
+    assert all(0 <= top1 <= 100 for v in curves.values() for top1 in v.values())
+    assert knn(tmp_path / "resumed") == curves
+    assert (tmp_path / "watched" / "knn_monitor.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_interrupted_run_resumes_to_the_same_weights(data_root, tmp_path):
@@ -113,7 +176,8 @@ def test_corrupt_and_truncated_images_are_skipped_and_counted(data_root, tmp_pat
 
 @pytest.mark.parametrize("overrides,message", [
     (["MODEL.DNS", "mbv3_w0.3"], "not on the mbv3 grid"),
-    (["MODEL.DNS", "mbv3_s3", "MODEL.NUM_SUBNETS", "4"], "NUM_SUBNETS=4"),
+    (["MODEL.DNS", "mbv3_w0.5,mbv3_w1.0", "MODEL.NUM_SUBNETS", "3"], "NUM_SUBNETS=3 needs a DN between"),
+    (["MODEL.DNS", "mbv3_w0.5", "MODEL.NUM_SUBNETS", "2"], "NUM_SUBNETS=2 must be 1"),
     (["MODEL.DNS", "resnet_w1.5_d2222,resnet34", "MODEL.NUM_SUBNETS", "2"], "no largest member"),
     (["SOLVER.BATCH_SIZE", "0"], "BATCH_SIZE"),
     (["AMP.DTYPE", "float8"], "AMP.DTYPE"),

@@ -34,12 +34,25 @@ def test_sandwich_sampling(set_name, n):
     seen = set()
     for step in range(200):
         picked = sample_subnets(dns, n, step, seed=7, full_only=False)
-        assert len(picked) == n == len(set(picked))
+        assert len(picked) == n == len(set(picked))  # n <= |DNs|: all distinct
         assert picked[0] == dns[0] and picked[-1] == dns[-1]  # smallest first, largest last
         assert all(dn in dns for dn in picked)
         assert picked == sample_subnets(dns, n, step, seed=7, full_only=False)  # same on every rank
         seen.update(picked)
     assert seen == set(dns)  # every DN gets trained
+
+
+@pytest.mark.parametrize("n,expected_middle", [(4, ["mbv3_w0.75"] * 2), (5, ["mbv3_w0.75"] * 3)])
+def test_middle_draws_repeat_when_n_exceeds_the_dn_set(n, expected_middle):
+    picked = sample_subnets(DN_SETS["mbv3_s3"], n, step=3, seed=0, full_only=False)
+    assert [str(dn) for dn in picked] == ["mbv3_w0.5", *expected_middle, "mbv3_w1.0"]
+
+
+def test_repeated_middle_draws_are_balanced():
+    dns = DN_SETS["mbv3_s5"]  # 3 middle DNs, n - 2 = 4 draws: each once, one of them twice
+    for step in range(20):
+        middle = sample_subnets(dns, 6, step, seed=0, full_only=False)[1:-1]
+        assert set(middle) == set(dns[1:-1]) and len(middle) == 4
 
 
 def test_sampling_depends_on_step_and_seed():
@@ -100,3 +113,60 @@ def test_momentum_bn_in_target(method):
     z_c = method.target_projections(torch.cat([x[:2], 5 * torch.randn(2, 3, 32, 32)]), x)[0]
     assert not torch.allclose(z_a[:2], z_c[:2], atol=1e-3)
     method.set_target_bn_weight(None)
+
+
+def _momentum_bn_by_hand(x, running_mean, running_var, a, eps=1e-5):
+    """Momentum^2 Teacher's MomentumBatchNorm2d, written out: normalise with a mix of batch and running."""
+    mean = x.mean((0, 2, 3))
+    var = x.var((0, 2, 3), unbiased=True)
+    mixed_mean, mixed_var = a * mean + (1 - a) * running_mean, a * var + (1 - a) * running_var
+    out = (x - mixed_mean[None, :, None, None]) / torch.sqrt(mixed_var[None, :, None, None] + eps)
+    return out, mean, var
+
+
+def test_momentum_bn_two_steps_by_hand():
+    from dspnet_d2.slim.ops import SlimBatchNorm2d, commit_momentum_stats
+
+    gen = torch.Generator().manual_seed(0)
+    bn = SlimBatchNorm2d(3).train()
+    views = [[torch.randn(4, 3, 5, 5, generator=gen) * s + s for s in (1.0, 2.0)] for _ in range(2)]
+    running_mean, running_var = torch.zeros(3), torch.ones(3)
+    for a, (v1, v2) in zip((1.0, 0.25), views):  # step 0: weight 1; step 1: weight 0.25
+        bn.stat_weight = a
+        out1, out2 = bn(v1), bn(v2)
+        # both views see the same running statistics: nothing moves between them
+        exp1, m1, s1 = _momentum_bn_by_hand(v1, running_mean, running_var, a)
+        exp2, m2, s2 = _momentum_bn_by_hand(v2, running_mean, running_var, a)
+        torch.testing.assert_close(out1, exp1, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out2, exp2, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(bn.running_mean, running_mean)
+        commit_momentum_stats(bn)  # once per step: a x (mean of both views' statistics) + (1 - a) x running
+        running_mean = a * (m1 + m2) / 2 + (1 - a) * running_mean
+        running_var = a * (s1 + s2) / 2 + (1 - a) * running_var
+        torch.testing.assert_close(bn.running_mean, running_mean, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(bn.running_var, running_var, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(running_mean, torch.zeros(3))
+
+
+def test_target_running_statistics_move_once_per_step():
+    torch.manual_seed(0)
+    method = DSPNet("mbv3_s3", num_subnets=3, proj_hidden=32, proj_dim=16).train()
+    first_bn = method.target.encoder.features[0][1]
+    seen = []
+    first_bn.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach()))
+    before = first_bn.running_mean.clone()
+    method.set_target_bn_weight(0.5)
+    method.target_projections(torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32))
+    expected = 0.5 * torch.stack([x.mean((0, 2, 3)) for x in seen]).mean(0) + 0.5 * before
+    torch.testing.assert_close(first_bn.running_mean, expected, rtol=1e-5, atol=1e-6)
+    assert first_bn._pending is None
+    method.set_target_bn_weight(None)
+
+
+def test_momentum_bn_target_skips_cross_rank_statistics():
+    method = DSPNet("mbv3_s3", num_subnets=3, proj_hidden=32, proj_dim=16)
+    norms = lambda module: [m for m in module.modules() if hasattr(m, "sync")]  # noqa: E731
+    method.set_sync_bn(True, momentum_bn=True)
+    assert all(m.sync for m in norms(method.online)) and not any(m.sync for m in norms(method.target))
+    method.set_sync_bn(True, momentum_bn=False)
+    assert all(m.sync for m in norms(method.target))

@@ -1,22 +1,30 @@
 #!/usr/bin/env python
-"""Convert DSPNet / BYOL / torchvision weights to a detectron2 .pkl for the DSPNet backbones.
+r"""Convert DSPNet / BYOL / torchvision weights to a detectron2 .pkl for the DSPNet backbones.
 
-    python tools/convert_to_d2.py output/demo/checkpoint_00000060.pth --dn mbv3_w0.75 -o mbv3_w0.75.pkl
+    python tools/convert_to_d2.py output/demo/checkpoint_00000280.pth --dn mbv3_w0.75 --data-root datasets/demo \
+        --resolution 32 -o mbv3_w0.75.pkl
     python tools/convert_to_d2.py output/demo/export/mbv3_w0.75.pth -o mbv3_w0.75.pkl
     python tools/convert_to_d2.py resnet18-f37072fd.pth --dn resnet18 -o resnet18_supervised.pkl
-    python tools/convert_to_d2.py output/demo/checkpoint_00000060.pth --supernet -o dspnet_mbv3_all.pkl
+    python tools/convert_to_d2.py output/demo/checkpoint_00000280.pth --supernet -o dspnet_mbv3_all.pkl
 
 With ``--supernet`` the file holds every DN of the run; the backbone slices the selected
-``MODEL.DSPNET.DN`` out of it at load time.
+``MODEL.DSPNET.DN`` out of it at load time, with the BN statistics that all DNs share (detection
+fine-tuning with SyncBN re-estimates them).
+
+Every DN of a pretraining checkpoint shares the supernet's BN buffers, so a per-DN .pkl from one gets
+its own statistics, recalibrated on a seeded sample of training images (``--data-root``), or states
+that it keeps the shared ones (``--no-bn-recalibration``). Exported DNs carry their own already.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from dspnet_d2.convert import (dn_backbone_state, read_source_weights, save_d2_pkl, supernet_backbone_state,
-                               to_d2_model)
+from dspnet_d2.convert import (PRETRAIN_FORMAT, dn_backbone_state, read_source, save_d2_pkl, static_dn,
+                               supernet_backbone_state, to_d2_model)
 from dspnet_d2.dn import parse_dn
+from dspnet_d2.errors import cli_main
 
 
 def main(argv=None) -> int:
@@ -25,8 +33,19 @@ def main(argv=None) -> int:
     parser.add_argument("--dn", default=None, help="the DN to convert (default: the exported DN's own)")
     parser.add_argument("--supernet", action="store_true", help="write every DN of a pretraining checkpoint")
     parser.add_argument("-o", "--output", required=True, help="output .pkl")
+    calibration = parser.add_argument_group("BN recalibration of a per-DN .pkl")
+    calibration.add_argument("--data-root", help="ImageFolder root holding <split>/<class>/<image>")
+    calibration.add_argument("--split", default="train", help="the training images' sub-folder (default: train)")
+    calibration.add_argument("--no-bn-recalibration", action="store_true",
+                             help="keep a pretraining checkpoint's shared BN statistics")
+    calibration.add_argument("--batches", type=int, default=100, help="batches of center crops (default: 100)")
+    calibration.add_argument("--batch-size", type=int, default=256)
+    calibration.add_argument("--resolution", type=int, default=None,
+                             help="crop size (default: the family's evaluation resolution, 224)")
+    calibration.add_argument("--resize-ratio", type=float, default=0.875)
+    calibration.add_argument("--seed", type=int, default=0, help="seed of the image sample (default: 0)")
     args = parser.parse_args(argv)
-    weights, dns = read_source_weights(args.source)
+    weights, dns, kind = read_source(args.source)
     if args.supernet:
         if dns is None or len(dns) < 2:
             parser.error("--supernet needs a DSPNet pretraining checkpoint (several DNs)")
@@ -42,11 +61,25 @@ def main(argv=None) -> int:
         dn = parse_dn(args.dn)
         if dns is not None and not any(dn.fits_in(d) for d in dns):
             parser.error(f"DN {dn} is not in {args.source} (its DNs: {', '.join(map(str, dns))})")
+    if kind == PRETRAIN_FORMAT and not (args.data_root or args.no_bn_recalibration):
+        parser.error("a per-DN .pkl of a pretraining checkpoint needs --data-root to recalibrate the DN's BN "
+                     "statistics (all DNs share them in the supernet), or --no-bn-recalibration to keep them")
+    note = ""
+    if args.data_root and not args.no_bn_recalibration:
+        from pretrain.data import ImageFolderIO
+        from pretrain.recalibration import recalibrate_on_images
+
+        model = static_dn(weights, dn)
+        info = recalibrate_on_images(model, ImageFolderIO(os.path.join(args.data_root, args.split)),
+                                     args.resolution or dn.info.eval_resolution, args.batch_size, args.batches,
+                                     args.seed, resize_ratio=args.resize_ratio)
+        weights = model.state_dict()
+        note = f", BN recalibrated on {info['images']} images at {info['resolution']} px (seed {info['seed']})"
     state = dn_backbone_state(weights, dn)
     save_d2_pkl(args.output, to_d2_model(state))
-    print(f"wrote {len(state)} tensors of DN {dn} to {args.output}")
+    print(f"wrote {len(state)} tensors of DN {dn} to {args.output}{note}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_main(main))

@@ -13,6 +13,7 @@ import sys
 
 from dspnet_d2.complexity import dn_complexity
 from dspnet_d2.dn import DN_SETS, dn_set
+from dspnet_d2.errors import cli_main
 
 FIELDS = ("dn", "resolution", "params", "flops")
 
@@ -38,7 +39,8 @@ def to_csv(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--family", default="mbv3", help=f"a DN set or family: {sorted(DN_SETS)}, or one DN")
-    parser.add_argument("--resolution", type=int, default=None, help="input size (default: the family's)")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="input size (default: the family's evaluation resolution, 224)")
     parser.add_argument("--num-classes", type=int, default=None,
                         help="count a classifier too (1000 matches torchvision's published sizes)")
     parser.add_argument("--csv", default=None, help="also write the CSV to this file")
@@ -55,4 +57,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_main(main))

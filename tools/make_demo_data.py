@@ -18,6 +18,8 @@ except ImportError:  # an editable install made before pretrain/ existed does no
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from pretrain.demo_data import CLASSES, make_demo_dataset
 
+from dspnet_d2.errors import cli_main
+
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,4 +51,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli_main(main))

@@ -19,6 +19,7 @@ import sys
 import yaml
 
 from dspnet_d2.complexity import dn_complexity
+from dspnet_d2.errors import cli_main
 
 METRICS = [("bbox", "AP"), ("bbox", "AP50"), ("bbox", "AP75"), ("segm", "AP"), ("segm", "AP50"), ("segm", "AP75")]
 COLUMNS = ["series", "dn", "params", "flops"] + [f"{task}/{name}" for task, name in METRICS] + ["run"]
@@ -111,4 +112,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_main(main))

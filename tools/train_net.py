@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train / evaluate Mask R-CNN with a DSPNet DN backbone (detectron2's usual flags).
 
-    python tools/train_net.py --config-file configs/detection/mask_rcnn_resnet18_FPN_2x_syncbn.yaml \\
+    python tools/train_net.py --config-file configs/detection/mask_rcnn_resnet_w1.0_d2222_FPN_2x_syncbn.yaml \\
         --num-gpus 8 MODEL.WEIGHTS resnet18.pkl
     python tools/train_net.py --config-file configs/detection/mask_rcnn_demo.yaml     # CPU demo
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/.../model_final.pth
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import weakref
 
 try:
@@ -21,12 +22,14 @@ try:
     from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, hooks, launch
     from detectron2.evaluation import COCOEvaluator
     from detectron2.utils import comm
-except ImportError as err:
-    raise SystemExit("tools/train_net.py needs detectron2, which is not on PyPI: install it from its official "
-                     f"source (https://detectron2.readthedocs.io/en/latest/tutorials/install.html). ({err})")
+except ImportError as err:  # reported as the other commands report a user's mistake
+    print("error: tools/train_net.py needs detectron2, which is not on PyPI: install it from its official "
+          f"source (https://detectron2.readthedocs.io/en/latest/tutorials/install.html). ({err})", file=sys.stderr)
+    sys.exit(2)
 
 from dspnet_d2 import add_dspnet_config
 from dspnet_d2.d2_checkpoint import DSPNetCheckpointer
+from dspnet_d2.errors import MissingFileError, cli_main
 
 
 class Trainer(DefaultTrainer):
@@ -84,9 +87,16 @@ def main(args):
     return results
 
 
+def run(args) -> None:
+    # checked before the workers start, each of which would fail on it with a traceback
+    if not os.path.isfile(args.config_file):
+        raise MissingFileError(f"config file {args.config_file!r} does not exist")
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
+
+
 if __name__ == "__main__":
     parser = default_argument_parser()
     parser.add_argument("--demo-root", default="datasets/demo", help="where the demo COCO data is (made if missing)")
     args = parser.parse_args()
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    sys.exit(cli_main(lambda: run(args)))

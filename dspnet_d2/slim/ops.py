@@ -13,7 +13,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["make_divisible", "SlimConv2d", "SlimBatchNorm1d", "SlimBatchNorm2d", "SlimLinear", "configure_norms"]
+__all__ = ["make_divisible", "SlimConv2d", "SlimBatchNorm1d", "SlimBatchNorm2d", "SlimLinear", "configure_norms",
+           "commit_momentum_stats"]
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -58,12 +59,19 @@ class _SlimNorm(nn.modules.batchnorm._BatchNorm):
     Two training-time options, off by default:
     - ``sync``: batch statistics over all DDP ranks. torch's SyncBatchNorm is GPU-only and cannot
       slice; this all-reduce version runs on CPU (gloo) and GPU alike.
-    - ``stat_weight`` (Momentum BN, Momentum^2 Teacher): normalise with
-      ``(1 - a) * running + a * batch`` statistics, ``a`` set from outside each step.
+    - ``stat_weight`` = a: momentum BN as Momentum^2 Teacher (Li et al. 2021) defines it in its public
+      code (``MomentumBatchNorm2d``): each forward normalises with the detached mix
+      ``a * batch + (1 - a) * running`` (mean, and unbiased variance), and leaves the running
+      statistics alone; ``commit_momentum_stats`` then updates them once per step with
+      ``a * (mean of the forwards' batch statistics) + (1 - a) * running``. The source pairs the two
+      views inside the layer and applies Bessel's correction twice (``torch.var`` is unbiased already),
+      a factor n/(n-1) that is 1 up to 1e-5 at ImageNet sizes; here the pairing is explicit and the
+      correction is applied once.
     """
 
     sync: bool = False
     stat_weight: float | None = None
+    _pending: list | None = None  # momentum BN: (mean, unbiased var) of each forward since the last commit
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
@@ -81,11 +89,9 @@ class _SlimNorm(nn.modules.batchnorm._BatchNorm):
             unbiased = var * (count / max(count - 1, 1))
         if self.stat_weight is not None:
             a = float(self.stat_weight)
-            mean = (1 - a) * running_mean + a * mean
-            var = (1 - a) * running_var + a * var
-            with torch.no_grad():
-                running_mean.copy_(mean)
-                running_var.copy_(var)
+            self._pending = (self._pending or []) + [(mean.detach(), unbiased)]
+            mean = (a * mean + (1 - a) * running_mean).detach()
+            var = a * unbiased + (1 - a) * running_var
         else:
             with torch.no_grad():
                 running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
@@ -93,6 +99,19 @@ class _SlimNorm(nn.modules.batchnorm._BatchNorm):
         shape = (1, channels) + (1,) * (x.dim() - 2)
         scale = (weight * torch.rsqrt(var + self.eps)).view(shape)
         return (x - mean.view(shape)) * scale + bias.view(shape)
+
+    @torch.no_grad()
+    def commit_momentum_stats(self) -> None:
+        """Momentum BN: fold the batch statistics of this step's forwards into the running ones, once."""
+        if not self._pending:
+            return
+        a = float(self.stat_weight)
+        channels = self._pending[0][0].shape[0]
+        mean = torch.stack([m for m, _ in self._pending]).mean(0)
+        var = torch.stack([v for _, v in self._pending]).mean(0)
+        self.running_mean[:channels].mul_(1 - a).add_(mean, alpha=a)
+        self.running_var[:channels].mul_(1 - a).add_(var, alpha=a)
+        self._pending = None
 
     def _synced(self) -> bool:
         return self.sync and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -132,6 +151,13 @@ class SlimBatchNorm2d(_SlimNorm, nn.BatchNorm2d):
 class SlimBatchNorm1d(_SlimNorm, nn.BatchNorm1d):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1):
         super().__init__(num_features, eps=eps, momentum=momentum)
+
+
+def commit_momentum_stats(module: nn.Module) -> None:
+    """End of a momentum-BN step: every slim norm under ``module`` updates its running statistics once."""
+    for m in module.modules():
+        if isinstance(m, _SlimNorm):
+            m.commit_momentum_stats()
 
 
 def configure_norms(module: nn.Module, sync: bool | None = None, stat_weight: float | None = ...) -> None:

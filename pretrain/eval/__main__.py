@@ -6,9 +6,12 @@ rerunning the same command skips finished DNs and resumes classifier training.
 """
 import argparse
 import logging
+import os
 import sys
 
 import torch.distributed as dist
+
+from dspnet_d2.errors import MissingFileError, cli_main
 
 from .config import load_eval_cfg
 from .runner import Evaluation
@@ -20,6 +23,8 @@ def main(argv=None) -> int:
     parser.add_argument("--config-file", required=True, help="a protocol under configs/eval/")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. PRETRAINED run/ckpt.pth")
     args = parser.parse_args(argv)
+    if not os.path.isfile(args.config_file):  # else the config loader fails with a bare FileNotFoundError
+        raise MissingFileError(f"config file {args.config_file!r} does not exist")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s",
                         stream=sys.stdout)
     cfg = load_eval_cfg(args.config_file, args.opts)
@@ -34,4 +39,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_main(main))

@@ -5,6 +5,8 @@ import os
 
 from fvcore.common.config import CfgNode as CN
 
+from dspnet_d2.errors import InvalidInputError, MissingFileError
+
 from ..config import check_crop_scale, merge_cfg
 
 PROTOCOLS = ("knn", "linear", "semisup_finetune", "semisup_linear")
@@ -25,7 +27,7 @@ _C.DATA = CN()
 _C.DATA.ROOT = "datasets/imagenet"  # ImageFolder root (iopath) with <TRAIN_SPLIT>/ and <VAL_SPLIT>/
 _C.DATA.TRAIN_SPLIT = "train"
 _C.DATA.VAL_SPLIT = "val"
-_C.DATA.RESOLUTION = 0  # crop size; 0: the family's (224 mbv3, 128 resnet)
+_C.DATA.RESOLUTION = 0  # crop size; 0: the family's evaluation resolution (224 for mbv3 and resnet)
 # train-time RandomResizedCrop scale of the classifier protocols (linear, semi-supervised); torchvision's default
 _C.DATA.CROP_SCALE = (0.08, 1.0)
 _C.DATA.RESIZE_RATIO = 0.875  # eval: resize the short side to RESOLUTION / RESIZE_RATIO, then center crop
@@ -35,7 +37,9 @@ _C.DATA.STD = (0.229, 0.224, 0.225)
 
 _C.BN_RECALIBRATION = CN()
 _C.BN_RECALIBRATION.ENABLED = True  # recompute the DN's BN statistics on training images before evaluating
-_C.BN_RECALIBRATION.BATCHES = 200  # batches of TRAIN.BATCH_SIZE center-cropped training images
+# batches of TRAIN.BATCH_SIZE center-cropped training images, drawn at random over the whole training set
+_C.BN_RECALIBRATION.BATCHES = 200
+_C.BN_RECALIBRATION.SEED = 0  # seed of that sample (the same on every rank; recorded in results.json)
 
 _C.KNN = CN()
 _C.KNN.K = 20  # neighbours
@@ -67,22 +71,22 @@ _C.DEVICE = "auto"
 def load_eval_cfg(config_file: str | None = None, opts: list[str] | None = None) -> CN:
     cfg = merge_cfg(_C.clone(), config_file, opts, "pretrain/eval/config.py")
     if cfg.PROTOCOL not in PROTOCOLS:
-        raise ValueError(f"PROTOCOL must be one of {PROTOCOLS}, got {cfg.PROTOCOL!r}")
+        raise InvalidInputError(f"PROTOCOL must be one of {PROTOCOLS}, got {cfg.PROTOCOL!r}")
     if not cfg.PRETRAINED and not cfg.BASELINES:
-        raise ValueError("set PRETRAINED (and/or BASELINES) to the checkpoint(s) to evaluate")
+        raise InvalidInputError("set PRETRAINED (and/or BASELINES) to the checkpoint(s) to evaluate")
     for path in [cfg.PRETRAINED] * bool(cfg.PRETRAINED) + list(cfg.BASELINES):
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+            raise MissingFileError(f"checkpoint {path!r} does not exist")
     check_crop_scale(cfg.DATA.CROP_SCALE)
     if cfg.RANDOM_INIT_SEEDS < 1:
-        raise ValueError(f"RANDOM_INIT_SEEDS must be >= 1, got {cfg.RANDOM_INIT_SEEDS}")
+        raise InvalidInputError(f"RANDOM_INIT_SEEDS must be >= 1, got {cfg.RANDOM_INIT_SEEDS}")
     if cfg.KNN.WEIGHTING not in ("majority", "temperature"):
-        raise ValueError(f"KNN.WEIGHTING must be majority or temperature, got {cfg.KNN.WEIGHTING!r}")
+        raise InvalidInputError(f"KNN.WEIGHTING must be majority or temperature, got {cfg.KNN.WEIGHTING!r}")
     if cfg.TRAIN.SCHEDULE not in ("cosine", "step"):
-        raise ValueError(f"TRAIN.SCHEDULE must be cosine or step, got {cfg.TRAIN.SCHEDULE!r}")
+        raise InvalidInputError(f"TRAIN.SCHEDULE must be cosine or step, got {cfg.TRAIN.SCHEDULE!r}")
     if not 0 <= cfg.SUBSET.PERCENT <= 100:
-        raise ValueError(f"SUBSET.PERCENT must be in [0, 100], got {cfg.SUBSET.PERCENT}")
+        raise InvalidInputError(f"SUBSET.PERCENT must be in [0, 100], got {cfg.SUBSET.PERCENT}")
     if cfg.PROTOCOL.startswith("semisup") and not (cfg.SUBSET.PERCENT or cfg.SUBSET.LIST_FILE):
-        raise ValueError("semi-supervised protocols need SUBSET.PERCENT or SUBSET.LIST_FILE")
+        raise InvalidInputError("semi-supervised protocols need SUBSET.PERCENT or SUBSET.LIST_FILE")
     cfg.freeze()
     return cfg

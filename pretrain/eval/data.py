@@ -7,39 +7,12 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from torchvision import transforms as T
 
-from ..data import ImageFolderIO
-
-
-def eval_transform(resolution: int, resize_ratio: float, mean, std) -> T.Compose:
-    return T.Compose([T.Resize(int(round(resolution / resize_ratio)), interpolation=T.InterpolationMode.BICUBIC),
-                      T.CenterCrop(resolution), T.ToTensor(), T.Normalize(mean, std)])
+from ..data import LabelledImages, eval_transform  # noqa: F401  (re-exported for the protocols)
 
 
 def train_transform(resolution: int, mean, std, crop_scale=(0.08, 1.0)) -> T.Compose:
     crop = T.RandomResizedCrop(resolution, scale=tuple(crop_scale), interpolation=T.InterpolationMode.BICUBIC)
     return T.Compose([crop, T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
-
-
-class LabelledImages(Dataset):
-    """``(image tensor, label, index)`` for the chosen ``indices`` of an image folder.
-
-    An unreadable image is replaced by the next readable one of the selection (and logged by the folder).
-    """
-
-    def __init__(self, images: ImageFolderIO, transform, indices: list[int] | None = None):
-        self.images, self.transform = images, transform
-        self.indices = list(range(len(images))) if indices is None else list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, position: int):
-        for offset in range(len(self.indices)):
-            index = self.indices[(position + offset) % len(self.indices)]
-            image = self.images.load(index)
-            if image is not None:
-                return self.transform(image), self.images.samples[index][1], position
-        raise RuntimeError(f"no readable image in {self.images.root}")
 
 
 def make_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int = 0,
@@ -56,19 +29,21 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bo
 
 
 @torch.no_grad()
-def extract_features(model: torch.nn.Module, loader: DataLoader, device: torch.device, desc: str = "features"):
-    """Pooled features and labels of every sample, in dataset order, gathered from all ranks."""
+def extract_features(model: torch.nn.Module, loader: DataLoader, device: torch.device, desc: str = "features",
+                     gather: bool = True, progress: bool = True):
+    """Pooled features and labels of every sample, in dataset order, gathered from all ranks (``gather``;
+    False when one process works alone, as the pretraining's kNN monitor does, without a ``progress`` bar)."""
     from tqdm import tqdm
 
     model.eval()
     feats, labels, positions = [], [], []
     main = not dist.is_initialized() or dist.get_rank() == 0
-    for x, y, pos in tqdm(loader, desc=desc, disable=not main, leave=False):
+    for x, y, pos in tqdm(loader, desc=desc, disable=not (main and progress), leave=False):
         feats.append(model(x.to(device, non_blocking=True)).float().cpu())
         labels.append(y)
         positions.append(pos)
     feats, labels, positions = torch.cat(feats), torch.cat(labels), torch.cat(positions)
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    if gather and dist.is_initialized() and dist.get_world_size() > 1:
         gathered = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, (feats, labels, positions))
         feats, labels, positions = (torch.cat(parts) for parts in zip(*gathered))

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from dspnet_d2.errors import InvalidInputError
+
 
 @torch.no_grad()
 def knn_scores(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor, k: int,
@@ -14,7 +16,7 @@ def knn_scores(train_features: torch.Tensor, train_labels: torch.Tensor, test_fe
     neighbours are more similar). Otherwise neighbours vote with weight ``exp(sim / temperature)``.
     """
     if k < 1 or k > len(train_features):
-        raise ValueError(f"k={k} must be in 1..{len(train_features)} (the size of the feature bank)")
+        raise InvalidInputError(f"k={k} must be in 1..{len(train_features)} (the size of the feature bank)")
     bank = F.normalize(train_features.float(), dim=1)
     scores = []
     for start in range(0, len(test_features), chunk):

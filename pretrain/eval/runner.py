@@ -10,10 +10,11 @@ import torch
 import torch.distributed as dist
 
 from dspnet_d2.complexity import dn_complexity
-from dspnet_d2.export import recalibrate_bn
+from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.models import build_static_dn
 
 from ..data import ImageFolderIO
+from ..recalibration import recalibrate_on_images
 from ..engine import setup_distributed
 from .classifier import Classifier, train_classifier
 from .data import LabelledImages, eval_transform, extract_features, make_loader, train_transform
@@ -44,7 +45,7 @@ class Evaluation:
         references = []
         if cfg.INITIAL_WEIGHTS:
             if not cfg.PRETRAINED:
-                raise ValueError("INITIAL_WEIGHTS True needs PRETRAINED (the run whose step-0 weights to rebuild)")
+                raise InvalidInputError("INITIAL_WEIGHTS True needs PRETRAINED (the run whose step-0 weights to rebuild)")
             pretrained = self.jobs[0][1]  # PRETRAINED's jobs come first
             start = read_initial_weights(pretrained)
             references += [("initial weights", start, dn) for _, weights, dn in self.jobs if weights is pretrained]
@@ -53,13 +54,14 @@ class Evaluation:
         self.jobs += references
         families = {dn.family for _, _, dn in self.jobs}
         if len(families) != 1:
-            raise ValueError(f"all evaluated DNs must be of one family, got {sorted(families)}")
-        family_res = self.jobs[0][2].info.resolution
-        self.resolution = cfg.DATA.RESOLUTION or family_res
+            raise InvalidInputError(f"all evaluated DNs must be of one family, got {sorted(families)}")
+        # each family's evaluation resolution, not its pretraining one (ResNet DNs pretrain at 128 px)
+        self.resolution = cfg.DATA.RESOLUTION or self.jobs[0][2].info.eval_resolution
+        self.recalibration = None  # the last BN recalibration's seed, image count and resolution
         self.train_images = ImageFolderIO(os.path.join(cfg.DATA.ROOT, cfg.DATA.TRAIN_SPLIT))
         self.val_images = ImageFolderIO(os.path.join(cfg.DATA.ROOT, cfg.DATA.VAL_SPLIT))
         if self.val_images.classes != self.train_images.classes:
-            raise ValueError("train and val splits have different class folders")
+            raise InvalidInputError("train and val splits have different class folders")
         self.subset = self._labelled_subset()
 
     def _labelled_subset(self) -> list[int] | None:
@@ -99,11 +101,10 @@ class Evaluation:
         norm = (cfg.DATA.MEAN, cfg.DATA.STD)
         center = eval_transform(self.resolution, cfg.DATA.RESIZE_RATIO, *norm)
         if cfg.BN_RECALIBRATION.ENABLED:
-            # the same batches on every rank, so every rank ends with the same statistics
-            loader = torch.utils.data.DataLoader(LabelledImages(self.train_images, center), shuffle=False,
-                                                 batch_size=cfg.TRAIN.BATCH_SIZE, num_workers=cfg.DATA.NUM_WORKERS)
-            recalibrate_bn(model, ((x.to(self.device), y) for x, y, _ in loader),
-                           num_batches=cfg.BN_RECALIBRATION.BATCHES)
+            # the same seeded sample on every rank, so every rank ends with the same statistics
+            self.recalibration = recalibrate_on_images(
+                model, self.train_images, self.resolution, cfg.TRAIN.BATCH_SIZE, cfg.BN_RECALIBRATION.BATCHES,
+                cfg.BN_RECALIBRATION.SEED, self.device, cfg.DATA.NUM_WORKERS, cfg.DATA.RESIZE_RATIO, *norm)
         val_loader = make_loader(LabelledImages(self.val_images, center), cfg.TRAIN.BATCH_SIZE,
                                  cfg.DATA.NUM_WORKERS, shuffle=False)
         num_classes = len(self.train_images.classes)
@@ -144,7 +145,9 @@ class Evaluation:
         size = dn_complexity(dn, self.resolution)
         result = {"series": series, "dn": str(dn), "params": size["params"], "flops": size["flops"], **accuracy,
                   "protocol": cfg.PROTOCOL,
+                  "resolution": self.resolution,
                   "bn_recalibrated": bool(cfg.BN_RECALIBRATION.ENABLED),
+                  "bn_recalibration": self.recalibration,
                   "labelled_images": len(self.subset) if self.subset is not None else len(self.train_images),
                   "checkpoint": weights.path if weights is not None else None}
         if self.main:

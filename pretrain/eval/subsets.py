@@ -7,21 +7,25 @@ from collections import defaultdict
 
 from iopath.common.file_io import g_pathmgr
 
+from dspnet_d2.errors import InvalidInputError, MissingFileError
+
 
 def read_list_file(path: str, samples: list[tuple[str, int]]) -> list[int]:
     """Indices of ``samples`` named in ``path`` (one file name per line, as the ImageNet 1%/10% lists).
 
     A name is matched by its base name; names with no image raise, listing a few of them.
     """
+    if not g_pathmgr.isfile(path):
+        raise MissingFileError(f"subset list {path} does not exist")
     with g_pathmgr.open(path, "r") as f:
         names = [line.strip() for line in f if line.strip()]
     if not names:
-        raise ValueError(f"subset list {path} is empty")
+        raise InvalidInputError(f"subset list {path} is empty")
     by_name = {os.path.basename(p): i for i, (p, _) in enumerate(samples)}
     missing = [n for n in names if os.path.basename(n) not in by_name]
     if missing:
-        raise FileNotFoundError(f"subset list {path} names {len(missing)} image(s) not in the training set, "
-                                f"e.g. {missing[:5]}")
+        raise MissingFileError(f"subset list {path} names {len(missing)} image(s) not in the training set, "
+                               f"e.g. {missing[:5]}")
     return sorted({by_name[os.path.basename(n)] for n in names})
 
 

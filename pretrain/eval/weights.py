@@ -7,10 +7,9 @@ from torch import nn
 
 from fvcore.common.config import CfgNode
 
-from dspnet_d2.convert import read_source_weights
+from dspnet_d2.convert import read_source_weights, static_dn
 from dspnet_d2.dn import DNSpec, dn_set, largest_dn
-from dspnet_d2.export import slice_state_dict
-from dspnet_d2.models import build_static_dn
+from dspnet_d2.errors import InvalidInputError
 
 from ..checkpoint import load_checkpoint
 from ..engine import build_method
@@ -37,18 +36,16 @@ class PretrainedWeights:
 
     def check(self, dn: DNSpec) -> None:
         if dn.family != self.family:
-            raise ValueError(f"DN {dn} is not of this checkpoint's family {self.family} ({self.path}); "
-                             f"its DNs: {', '.join(map(str, self.dns))}")
+            raise InvalidInputError(f"DN {dn} is not of this checkpoint's family {self.family} ({self.path}); "
+                                    f"its DNs: {', '.join(map(str, self.dns))}")
         # a single-DN file (BYOL, exported DN) holds that DN only; a DSPNet supernet holds every sub-network
         if (len(self.dns) == 1 and dn != self.dns[0]) or not dn.fits_in(largest_dn(self.dns)):
-            raise ValueError(f"DN {dn} is not in {self.path}, which holds {', '.join(map(str, self.dns))}")
+            raise InvalidInputError(f"DN {dn} is not in {self.path}, which holds {', '.join(map(str, self.dns))}")
 
     def encoder(self, dn: DNSpec) -> nn.Module:
         """The static network of ``dn`` with these weights (leading slices, exactly as ``export_dn``)."""
         self.check(dn)
-        model = build_static_dn(dn)
-        model.load_state_dict(slice_state_dict(self.encoder_state, model.state_dict()), strict=True)
-        return model
+        return static_dn(self.encoder_state, dn)
 
 
 def read_pretrained(path: str) -> PretrainedWeights:
@@ -63,7 +60,8 @@ def read_initial_weights(pretrained: PretrainedWeights) -> PretrainedWeights:
     try:
         cfg = CfgNode.load_cfg(load_checkpoint(pretrained.path)["config"])
     except (ValueError, KeyError) as err:
-        raise ValueError(f"INITIAL_WEIGHTS needs a pretraining checkpoint, which records its run's config; "
-                         f"{pretrained.path} is not one (an exported DN holds trained weights only): {err}") from None
+        raise InvalidInputError(f"INITIAL_WEIGHTS needs a pretraining checkpoint, which records its run's config; "
+                                f"{pretrained.path} is not one (an exported DN holds trained weights only): "
+                                f"{err}") from None
     encoder = build_method(cfg).online.encoder  # the trainer's own construction: same seed, same order
     return PretrainedWeights(f"{pretrained.path} (step 0)", pretrained.dns, encoder.state_dict())

@@ -1,0 +1,108 @@
+"""What a live run shows of its representations: collapse statistics per step and a periodic kNN monitor."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+
+import torch
+import torch.nn.functional as F
+
+from dspnet_d2.errors import InvalidInputError
+from dspnet_d2.export import export_dn, recalibrate_bn, seeded_subset
+
+from .data import ImageFolderIO, LabelledImages, eval_transform
+from .eval.data import extract_features
+from .eval.knn import knn_scores, topk_accuracy
+
+logger = logging.getLogger("pretrain")
+
+COLLAPSE_STATS = ("rep_std", "proj_std", "view_cos")
+
+
+@torch.no_grad()
+def collapse_stats(rep1: torch.Tensor, rep2: torch.Tensor, proj1: torch.Tensor) -> torch.Tensor:
+    """``COLLAPSE_STATS`` of one sub-network: the std over the batch of the L2-normalised representation
+    and projection, averaged over dimensions (about 1/sqrt(d) when spread, 0 at collapse: SimSiam's
+    monitor, as solo-learn logs it), and the mean cosine between the two views' representations."""
+    def spread(x):
+        return F.normalize(x.float(), dim=1).std(0).mean()
+
+    return torch.stack([spread(rep1), spread(proj1), F.cosine_similarity(rep1.float(), rep2.float()).mean()])
+
+
+class KNNMonitor:
+    """kNN top-1 of every DN on a bounded, seeded sample of held-out images, against a bank of a bounded,
+    seeded sample of training images; each DN is exported and its BN statistics recalibrated on the bank
+    first, so the numbers are those ``python -m pretrain.eval`` would give on the same images.
+
+    Runs on one process and leaves the training state alone: the weights are copied, and the RNG
+    streams (torch, python) are restored, so a run with the monitor trains exactly as one without.
+    """
+
+    def __init__(self, train_images: ImageFolderIO, val_root: str, bank_images: int, val_images: int, k: int,
+                 resolution: int, resize_ratio: float, batch_size: int, seed: int, mean, std,
+                 device: torch.device, num_workers: int = 0):
+        held_out = ImageFolderIO(val_root)
+        if held_out.classes != train_images.classes:
+            raise InvalidInputError(f"the kNN monitor's held-out folder {val_root} has other classes than the "
+                                    f"training images")
+        transform = eval_transform(resolution, resize_ratio, mean, std)
+        bank = LabelledImages(train_images, transform, seeded_subset(len(train_images), bank_images, seed))
+        val = LabelledImages(held_out, transform, seeded_subset(len(held_out), val_images, seed + 1))
+        if k > len(bank):
+            raise InvalidInputError(f"MONITOR.K={k} exceeds the {len(bank)} images of the kNN bank")
+        # persistent workers: each DN reads both sets, and starting workers per pass would cost seconds
+        self.bank, self.val = (torch.utils.data.DataLoader(d, batch_size=batch_size, num_workers=num_workers,
+                                                           persistent_workers=num_workers > 0) for d in (bank, val))
+        self.k, self.device, self.num_classes = k, device, len(train_images.classes)
+
+    def __call__(self, supernet, dns) -> dict[str, float]:
+        """``{"knn/<dn>": top-1 %}`` for every DN of ``dns`` sliced out of ``supernet``."""
+        python_state = random.getstate()
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices):
+                return {f"knn/{dn}": self._top1(export_dn(supernet, dn).to(self.device)) for dn in dns}
+        finally:
+            random.setstate(python_state)
+
+    def _top1(self, model) -> float:
+        recalibrate_bn(model, (x.to(self.device) for x, _, _ in self.bank))
+        bank_x, bank_y = extract_features(model, self.bank, self.device, gather=False, progress=False)
+        val_x, val_y = extract_features(model, self.val, self.device, gather=False, progress=False)
+        scores = knn_scores(bank_x, bank_y, val_x, self.k, self.num_classes)
+        return topk_accuracy(scores, val_y, ks=(1,))["top1"]
+
+
+def plot_knn_curves(metrics_path: str, png_path: str) -> bool:
+    """kNN top-1 of every DN vs step, read from metrics.jsonl (the last record of a step wins, so a
+    resumed run's repeated steps are drawn once). Returns False when there is nothing to draw yet."""
+    curves: dict[str, dict[int, float]] = {}
+    with open(metrics_path) as f:
+        for line in f:
+            record = json.loads(line)
+            for key, value in record.items():
+                if key.startswith("knn/"):
+                    curves.setdefault(key[4:], {})[record["step"]] = value
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for dn, points in curves.items():
+        steps = sorted(points)
+        ax.plot(steps, [points[s] for s in steps], marker="o", label=dn)
+    ax.set(xlabel="step", ylabel="kNN top-1 (%)", title="kNN monitor per DN")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = f"{png_path}.tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+    return True
