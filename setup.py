@@ -4,6 +4,7 @@ setup(
     name="dspnet",
     version="0.1.0",
     description="DSPNet: slimmable networks pretrained once with BYOL, and their detectron2 backbones",
+    license="MIT",
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",

@@ -11,7 +11,7 @@ import logging
 from detectron2.checkpoint import DetectionCheckpointer
 
 from .convert import D2_PREFIX
-from .export import slice_state_dict
+from .weights import slice_state_dict
 
 logger = logging.getLogger(__name__)
 

@@ -7,27 +7,10 @@ import torch
 from torch import nn
 
 from .dn import DNSpec
-from .models import build_static_dn
 from .slim.base import Supernet
+from .weights import static_dn
 
-__all__ = ["export_dn", "slice_state_dict", "recalibrate_bn", "seeded_subset"]
-
-
-def slice_state_dict(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """For every key of ``target``, the leading slice of ``source[key]`` with ``target``'s shape, cloned.
-
-    Raises ``KeyError`` for a key the source lacks and ``ValueError`` for a source tensor smaller than
-    the target (a DN that is not a sub-network of the source).
-    """
-    out = {}
-    for key, ref in target.items():
-        if key not in source:
-            raise KeyError(f"weights for {key!r} are missing from the source state_dict")
-        src = source[key]
-        if src.dim() != ref.dim() or any(s < r for s, r in zip(src.shape, ref.shape)):
-            raise ValueError(f"{key}: source shape {tuple(src.shape)} cannot be sliced to {tuple(ref.shape)}")
-        out[key] = src[tuple(slice(0, n) for n in ref.shape)].clone()
-    return out
+__all__ = ["export_dn", "recalibrate_bn", "seeded_subset"]
 
 
 @torch.no_grad()
@@ -37,9 +20,7 @@ def export_dn(supernet: Supernet, dn: "str | DNSpec") -> nn.Module:
     The result needs nothing from this package; its output equals the supernet's with ``dn`` active.
     """
     dn = supernet.check_dn(dn)
-    model = build_static_dn(dn, num_classes=supernet.num_classes)
-    model.load_state_dict(slice_state_dict(supernet.state_dict(), model.state_dict()), strict=True)
-    return model.train(supernet.training)
+    return static_dn(supernet.state_dict(), dn, supernet.num_classes).train(supernet.training)
 
 
 @torch.no_grad()

@@ -6,20 +6,13 @@ import re
 
 import torch
 
-from dspnet_d2.convert import PRETRAIN_FORMAT as FORMAT
 from dspnet_d2.errors import InvalidInputError
+from dspnet_d2.weights import PRETRAIN_FORMAT as FORMAT
 
 _NAME = re.compile(r"^checkpoint_(\d{8})\.pth$")
 
-__all__ = ["FORMAT", "save_atomic", "checkpoint_path", "list_checkpoints", "latest_checkpoint",
+__all__ = ["FORMAT", "checkpoint_path", "list_checkpoints", "latest_checkpoint",
            "prune_checkpoints", "load_checkpoint", "check_signature"]
-
-
-def save_atomic(obj, path: str) -> None:
-    """Write to a temporary file, then rename: a killed writer never leaves a half file behind."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def checkpoint_path(output_dir: str, step: int) -> str:

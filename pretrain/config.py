@@ -6,7 +6,7 @@ import os
 import yaml
 from fvcore.common.config import CfgNode as CN
 
-from dspnet_d2.dn import dn_set, largest_dn, smallest_dn
+from dspnet_d2.dn import DNSpec, dn_set, largest_dn, smallest_dn
 from dspnet_d2.errors import InvalidInputError
 
 _C = CN()
@@ -114,7 +114,7 @@ def load_cfg(config_file: str | None = None, opts: list[str] | None = None) -> C
 
 def validate_cfg(cfg: CN, world_size: int = 1) -> None:
     """Fail early, with a clear message, on values that would break the run later."""
-    dns = dn_set(parse_dns(cfg.MODEL.DNS))
+    dns = parse_dns(cfg.MODEL.DNS)
     n = cfg.MODEL.NUM_SUBNETS
     if n < 1:
         raise InvalidInputError(f"MODEL.NUM_SUBNETS={n} must be >= 1")
@@ -160,6 +160,6 @@ def check_crop_scale(scale) -> None:
         raise InvalidInputError(f"DATA.CROP_SCALE must satisfy 0 < low <= high <= 1, got {tuple(scale)}")
 
 
-def parse_dns(text: str):
-    """``MODEL.DNS`` as given to ``dn_set``: a set name, one DN, or a comma-separated list of DNs."""
-    return [part.strip() for part in text.split(",")] if "," in text else text
+def parse_dns(text: str) -> tuple[DNSpec, ...]:
+    """``MODEL.DNS`` (a set name, one DN, or a comma-separated list of DNs) as the sorted tuple of its DNs."""
+    return dn_set([part.strip() for part in text.split(",")] if "," in text else text)

@@ -1,7 +1,6 @@
 """The pretraining loop: one process per device, DDP when launched with torchrun, resumable."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
@@ -12,18 +11,17 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from dspnet_d2.convert import DN_FORMAT
-from dspnet_d2.dn import dn_set
-from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.export import export_dn
+from dspnet_d2.weights import save_atomic, save_dn_file
 
 from .checkpoint import (FORMAT, check_signature, checkpoint_path, latest_checkpoint, load_checkpoint,
-                         prune_checkpoints, save_atomic)
+                         prune_checkpoints)
 from .config import parse_dns, validate_cfg
 from .data import ImageFolderIO, ResumableSampler, TwoViewDataset, byol_transforms, collate_views
-from .method import DSPNet
+from .distributed import setup_distributed, shutdown
+from .method import COLLAPSE_STATS, build_method
 from .metrics import MetricWriter
-from .monitor import COLLAPSE_STATS, KNNMonitor, collapse_stats, plot_knn_curves
+from .monitor import KNNMonitor, plot_knn_curves
 from .optim import LARS, bn_stat_weight_at, lars_param_groups, lr_at, tau_at
 from .recalibration import recalibrate_on_images
 
@@ -34,25 +32,9 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
-def setup_distributed(device_pref: str) -> tuple[int, int, torch.device]:
-    """Rank, world size and device; initialises the process group under torchrun."""
-    use_cuda = torch.cuda.is_available() if device_pref == "auto" else device_pref == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        raise InvalidInputError("DEVICE is cuda but no CUDA device is available")
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return rank, world_size, device
-
-
 def run_signature(cfg) -> dict:
     """What a checkpoint must share with a run to be resumed by it."""
-    return {"recipe": cfg.RECIPE, "dns": [str(d) for d in dn_set(parse_dns(cfg.MODEL.DNS))], "num_subnets": cfg.MODEL.NUM_SUBNETS,
+    return {"recipe": cfg.RECIPE, "dns": [str(d) for d in parse_dns(cfg.MODEL.DNS)], "num_subnets": cfg.MODEL.NUM_SUBNETS,
             "proj": [cfg.MODEL.PROJ_HIDDEN, cfg.MODEL.PROJ_DIM], "batch_size": cfg.SOLVER.BATCH_SIZE,
             "epochs": cfg.SOLVER.EPOCHS, "resolution": cfg.DATA.RESOLUTION}
 
@@ -78,13 +60,6 @@ def _per_dn_means(subnets, rows: list[list[float]], names: tuple[str, ...]) -> d
         picked = [row for d, row in zip(subnets, rows) if d == dn]
         out.update({f"{name}/{dn}": sum(row[j] for row in picked) / len(picked) for j, name in enumerate(names)})
     return out
-
-
-def build_method(cfg) -> DSPNet:
-    """The run's DSPNet at step 0: seeded by ``cfg.SEED`` only, so a checkpoint's config rebuilds the
-    exact weights its run started from (the eval's paired "initial weights" reference)."""
-    torch.manual_seed(cfg.SEED)
-    return DSPNet(parse_dns(cfg.MODEL.DNS), cfg.MODEL.NUM_SUBNETS, cfg.MODEL.PROJ_HIDDEN, cfg.MODEL.PROJ_DIM)
 
 
 class Trainer:
@@ -164,6 +139,9 @@ class Trainer:
         return True
 
     # -- one step ----------------------------------------------------------------------------------
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
+
     def train_step(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, float]:
         cfg, step = self.cfg, self.step
         epoch = step // self.steps_per_epoch
@@ -171,21 +149,12 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.method.set_target_bn_weight(bn_stat_weight_at(step, self.total_steps) if cfg.MODEL.MOMENTUM_BN else None)
-        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
-        with autocast:
+        with self.autocast():
             projections = self.method.target_projections(view1, view2)  # once per step
         subnets = self.method.sample(step, cfg.SEED, full_only=epoch < cfg.MODEL.FULL_ONLY_EPOCHS)
-        rows = []  # per sub-network: loss and COLLAPSE_STATS
-        for i, dn in enumerate(subnets):  # the largest runs last and carries the one all-reduce
-            self.method.online.encoder.set_active(dn)
-            sync = contextlib.nullcontext() if i == len(subnets) - 1 or self.world_size == 1 else self.online.no_sync()
-            with sync:
-                with autocast:
-                    predictions, (rep1, rep2, proj1, _) = self.online(view1, view2, with_features=True)
-                    loss = self.method.symmetric_loss(predictions, projections)
-                self.scaler.scale(loss).backward()
-            rows.append(torch.cat([loss.detach().float().view(1), collapse_stats(rep1, rep2, proj1)]))
-        stacked = torch.stack(rows)
+        stacked = self.method.train_subnets(subnets, view1, view2, projections, self.online,
+                                            backward=lambda loss: self.scaler.scale(loss).backward(),
+                                            autocast=self.autocast)
         if self.world_size > 1:  # every rank sees the global losses, so all stop together on a NaN
             dist.all_reduce(stacked)
             stacked /= self.world_size
@@ -277,9 +246,8 @@ class Trainer:
                         model, self.images, num_batches=self.cfg.EXPORT_RECALIBRATION_BATCHES, device=self.device,
                         num_workers=self.cfg.DATA.NUM_WORKERS, **self.eval_view)
                 paths[str(dn)] = os.path.join(folder, f"{dn}.pth")
-                save_atomic({"format": DN_FORMAT, "dn": str(dn), "config": self.cfg.dump(), "step": self.step,
-                             "bn_recalibration": recalibration,
-                             "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, paths[str(dn)])
+                save_dn_file(paths[str(dn)], dn, model.state_dict(), config=self.cfg.dump(), step=self.step,
+                             bn_recalibration=recalibration)
             logger.info("exported %d DNs to %s", len(paths), folder)
         return paths
 
@@ -301,6 +269,5 @@ def main(cfg) -> int:
         logger.error("%s", err)
         return 2
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        shutdown()
     return 0

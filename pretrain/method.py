@@ -5,6 +5,7 @@ each sampled online sub-network predicts those shared projections; losses are su
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 
@@ -16,7 +17,10 @@ from dspnet_d2.dn import DNSpec, dn_set, largest_dn, smallest_dn
 from dspnet_d2.slim import Supernet, build_supernet
 from dspnet_d2.slim.ops import SlimBatchNorm1d, SlimLinear, commit_momentum_stats, configure_norms
 
-__all__ = ["MLP", "OnlineNetwork", "TargetNetwork", "DSPNet", "byol_loss", "sample_subnets"]
+from .config import parse_dns
+
+__all__ = ["MLP", "OnlineNetwork", "TargetNetwork", "DSPNet", "byol_loss", "sample_subnets", "collapse_stats",
+           "COLLAPSE_STATS", "build_method"]
 
 
 class MLP(nn.Sequential):
@@ -83,6 +87,20 @@ def sample_subnets(dns: tuple[DNSpec, ...], n: int, step: int, seed: int, full_o
     return [smallest] + sorted(picked) + [largest]
 
 
+COLLAPSE_STATS = ("rep_std", "proj_std", "view_cos")
+
+
+@torch.no_grad()
+def collapse_stats(rep1: torch.Tensor, rep2: torch.Tensor, proj1: torch.Tensor) -> torch.Tensor:
+    """``COLLAPSE_STATS`` of one sub-network: the std over the batch of the L2-normalised representation
+    and projection, averaged over dimensions (about 1/sqrt(d) when spread, 0 at collapse: SimSiam's
+    monitor, as solo-learn logs it), and the mean cosine between the two views' representations."""
+    def spread(x):
+        return F.normalize(x.float(), dim=1).std(0).mean()
+
+    return torch.stack([spread(rep1), spread(proj1), F.cosine_similarity(rep1.float(), rep2.float()).mean()])
+
+
 class DSPNet(nn.Module):
     """The method object: online network, shared target, loss and EMA update."""
 
@@ -109,6 +127,30 @@ class DSPNet(nn.Module):
         commit_momentum_stats(self.target)  # momentum BN: running statistics move once per step
         return projections
 
+    def train_subnets(self, subnets: list[DNSpec], view1: torch.Tensor, view2: torch.Tensor, projections,
+                      online: nn.Module | None = None, backward=torch.Tensor.backward,
+                      autocast=contextlib.nullcontext) -> torch.Tensor:
+        """Forward and backward of each sampled sub-network against the shared target ``projections``:
+        the gradients add up for one optimizer step. Returns one row per sub-network: its loss, then
+        its ``COLLAPSE_STATS``.
+
+        ``online`` is ``self.online`` or its DDP wrapper: every backward but the last runs under
+        ``no_sync``, so the sandwich's largest network (drawn last) carries the one all-reduce.
+        ``backward`` may scale the loss first (AMP's GradScaler); ``autocast`` makes the forward context.
+        """
+        online = self.online if online is None else online
+        rows = []
+        for i, dn in enumerate(subnets):
+            self.online.encoder.set_active(dn)
+            last = i == len(subnets) - 1
+            with contextlib.nullcontext() if last or not hasattr(online, "no_sync") else online.no_sync():
+                with autocast():
+                    predictions, (rep1, rep2, proj1, _) = online(view1, view2, with_features=True)
+                    loss = self.symmetric_loss(predictions, projections)
+                backward(loss)
+            rows.append(torch.cat([loss.detach().float().view(1), collapse_stats(rep1, rep2, proj1)]))
+        return torch.stack(rows)
+
     @staticmethod
     def symmetric_loss(predictions, projections) -> torch.Tensor:
         """BYOL loss of one sub-network, symmetrised over the views by summing both terms."""
@@ -132,3 +174,10 @@ class DSPNet(nn.Module):
         statistics with the running ones)."""
         configure_norms(self.online, sync=enabled)
         configure_norms(self.target, sync=enabled and not momentum_bn)
+
+
+def build_method(cfg) -> DSPNet:
+    """The run's DSPNet at step 0: seeded by ``cfg.SEED`` only, so a checkpoint's config rebuilds the
+    exact weights its run started from (the eval's paired "initial weights" reference)."""
+    torch.manual_seed(cfg.SEED)
+    return DSPNet(parse_dns(cfg.MODEL.DNS), cfg.MODEL.NUM_SUBNETS, cfg.MODEL.PROJ_HIDDEN, cfg.MODEL.PROJ_DIM)

@@ -1,4 +1,4 @@
-"""What a live run shows of its representations: collapse statistics per step and a periodic kNN monitor."""
+"""The kNN monitor of a live run: every DN's kNN top-1 every few epochs, and its curves as a PNG."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,6 @@ import os
 import random
 
 import torch
-import torch.nn.functional as F
 
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.export import export_dn, recalibrate_bn, seeded_subset
@@ -18,19 +17,7 @@ from .eval.knn import knn_scores, topk_accuracy
 
 logger = logging.getLogger("pretrain")
 
-COLLAPSE_STATS = ("rep_std", "proj_std", "view_cos")
-
-
-@torch.no_grad()
-def collapse_stats(rep1: torch.Tensor, rep2: torch.Tensor, proj1: torch.Tensor) -> torch.Tensor:
-    """``COLLAPSE_STATS`` of one sub-network: the std over the batch of the L2-normalised representation
-    and projection, averaged over dimensions (about 1/sqrt(d) when spread, 0 at collapse: SimSiam's
-    monitor, as solo-learn logs it), and the mean cosine between the two views' representations."""
-    def spread(x):
-        return F.normalize(x.float(), dim=1).std(0).mean()
-
-    return torch.stack([spread(rep1), spread(proj1), F.cosine_similarity(rep1.float(), rep2.float()).mean()])
-
+CACHE_BYTES = 512 * 2 ** 20  # kNN monitor sets up to this size stay in memory between evaluations
 
 class KNNMonitor:
     """kNN top-1 of every DN on a bounded, seeded sample of held-out images, against a bank of a bounded,
@@ -56,6 +43,8 @@ class KNNMonitor:
         # persistent workers: each DN reads both sets, and starting workers per pass would cost seconds
         self.bank, self.val = (torch.utils.data.DataLoader(d, batch_size=batch_size, num_workers=num_workers,
                                                            persistent_workers=num_workers > 0) for d in (bank, val))
+        # the crops never change: small sets are decoded once and kept (the demo's 1360 crops: 17 MB)
+        self.cache = (len(bank) + len(val)) * 3 * resolution ** 2 * 4 <= CACHE_BYTES
         self.k, self.device, self.num_classes = k, device, len(train_images.classes)
 
     def __call__(self, supernet, dns) -> dict[str, float]:
@@ -69,6 +58,8 @@ class KNNMonitor:
             random.setstate(python_state)
 
     def _top1(self, model) -> float:
+        if self.cache and isinstance(self.bank, torch.utils.data.DataLoader):
+            self.bank, self.val = list(self.bank), list(self.val)
         recalibrate_bn(model, (x.to(self.device) for x, _, _ in self.bank))
         bank_x, bank_y = extract_features(model, self.bank, self.device, gather=False, progress=False)
         val_x, val_y = extract_features(model, self.val, self.device, gather=False, progress=False)

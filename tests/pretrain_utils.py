@@ -1,6 +1,16 @@
-"""Shared helpers for the pretraining tests: a tiny demo dataset and a tiny recipe."""
+"""Shared test helpers: a tiny demo dataset, a tiny recipe, and the tools run in this process."""
+import runpy
+import sys
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+
+from dspnet_d2.demo_data import make_demo_dataset
 from pretrain.config import load_cfg
-from pretrain.demo_data import make_demo_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+ToolResult = namedtuple("ToolResult", "code out err")
 
 
 def tiny_data(root):
@@ -18,3 +28,12 @@ def tiny_cfg(data_root, output_dir, *overrides):
         # contiguous tensors: oneDNN's channels_last kernels round differently per batch split, and these
         # tests compare runs (1 vs 2 ranks, resumed vs not) tightly; the demo test covers channels_last
         "CHANNELS_LAST", "False", *overrides])
+
+
+def run_tool(name, args, capsys, monkeypatch) -> ToolResult:
+    """``python tools/<name>.py ARGS`` in this process (no second torch import): exit code and output."""
+    monkeypatch.setattr(sys, "argv", [f"tools/{name}.py", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(ROOT / "tools" / f"{name}.py"), run_name="__main__")
+    captured = capsys.readouterr()
+    return ToolResult(exit_info.value.code, captured.out, captured.err)

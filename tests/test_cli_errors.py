@@ -4,21 +4,20 @@ Each command runs once as a real subprocess (the three in parallel: each pays to
 on a small CPU); the other mistakes run through the same entry points in this process.
 """
 import json
-import runpy
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from dspnet_d2.convert import DN_FORMAT, PRETRAIN_FORMAT
+from dspnet_d2.demo_data import make_demo_dataset
 from dspnet_d2.dn import parse_dn
 from dspnet_d2.errors import cli_main
+from dspnet_d2.weights import DN_FORMAT, PRETRAIN_FORMAT
 from pretrain.__main__ import main as pretrain_main
 from pretrain.data import ImageFolderIO
-from pretrain.demo_data import make_demo_dataset
 from pretrain.eval.__main__ import main as eval_main
-from pretrain_utils import tiny_data
+from pretrain_utils import ToolResult, run_tool, tiny_data
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 BAD_DN = "mbv3_w0.33"
@@ -86,16 +85,10 @@ def test_train_net_without_detectron2_says_so():
 
 
 # -- every mistake, through the same entry points in this process ---------------------------------------
-def run_module(main, args, capsys):
+def run_module(main, args, capsys) -> ToolResult:
     returncode = cli_main(lambda: main([str(a) for a in args]))
-    return returncode, capsys.readouterr().err
-
-
-def run_tool(name, args, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", [f"tools/{name}.py", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(f"{ROOT}/tools/{name}.py", run_name="__main__")
-    return exit_info.value.code, capsys.readouterr().err
+    captured = capsys.readouterr()
+    return ToolResult(returncode, captured.out, captured.err)
 
 
 @pytest.mark.parametrize("case,fragment", [
@@ -125,7 +118,7 @@ def test_pretrain_mistakes(files, tmp_path, capsys, case, fragment):
         else:
             torch.save({"format": PRETRAIN_FORMAT, "signature": {"recipe": "another"}}, out / "checkpoint_00000001.pth")
     result = run_module(pretrain_main, ["--config-file", recipe, *overrides], capsys)
-    assert_one_error_line(*result, fragment)
+    assert_one_error_line(result.code, result.err, fragment)
 
 
 @pytest.mark.parametrize("case,fragment", [
@@ -152,7 +145,7 @@ def test_eval_mistakes(files, tmp_path, capsys, case, fragment):
     else:
         pretrained = tmp_path / "no_such_checkpoint.pth"
     result = run_module(eval_main, ["--config-file", config, "PRETRAINED", pretrained, *overrides], capsys)
-    assert_one_error_line(*result, fragment)
+    assert_one_error_line(result.code, result.err, fragment)
 
 
 @pytest.mark.parametrize("case,fragment", [
@@ -166,13 +159,13 @@ def test_convert_to_d2_mistakes(files, tmp_path, capsys, monkeypatch, case, frag
                   "missing_checkpoint": (tmp_path / "no_such.pth", "mbv3_w0.5"),
                   "other_architecture": (files["torchvision"], "resnet18")}[case]
     result = run_tool("convert_to_d2", [source, "--dn", dn, "-o", tmp_path / "x.pkl"], capsys, monkeypatch)
-    assert_one_error_line(*result, fragment)
+    assert_one_error_line(result.code, result.err, fragment)
     assert not (tmp_path / "x.pkl").exists()
 
 
 def test_dn_table_report_and_demo_data_mistakes(tmp_path, capsys, monkeypatch):
     result = run_tool("dn_table", ["--family", BAD_DN], capsys, monkeypatch)
-    assert_one_error_line(*result, "neither a DN set")
+    assert_one_error_line(result.code, result.err, "neither a DN set")
 
     run = tmp_path / "run"  # a finished detection run whose config names a bad DN
     run.mkdir()
@@ -180,11 +173,11 @@ def test_dn_table_report_and_demo_data_mistakes(tmp_path, capsys, monkeypatch):
     metrics = {f"{task}/{name}": 1.0 for task in ("bbox", "segm") for name in ("AP", "AP50", "AP75")}
     (run / "metrics.json").write_text(json.dumps(metrics) + "\n")
     result = run_tool("report", [run, "-o", tmp_path / "report"], capsys, monkeypatch)
-    assert_one_error_line(*result, "not on the mbv3 grid")
+    assert_one_error_line(result.code, result.err, "not on the mbv3 grid")
 
     (tmp_path / "foreign" / "train" / "cat").mkdir(parents=True)  # data that is not the demo's
     result = run_tool("make_demo_data", ["--root", tmp_path / "foreign"], capsys, monkeypatch)
-    assert_one_error_line(*result, "refusing to overwrite")
+    assert_one_error_line(result.code, result.err, "refusing to overwrite")
 
 
 # -- what the wrapper lets through ------------------------------------------------------------------------

@@ -1,26 +1,28 @@
 """Conversion to detectron2's .pkl: key names and shapes (no detectron2 needed)."""
 import pickle
-import subprocess
-import sys
 
 import pytest
 import torch
 from torchvision.models import mobilenet_v3_large, resnet18
 
 from dspnet_d2 import build_static_dn, build_supernet, export_dn
-from dspnet_d2.convert import D2_PREFIX, dn_backbone_state, read_source_weights
+from dspnet_d2.convert import D2_PREFIX, dn_backbone_state
+from dspnet_d2.errors import InvalidInputError
+from dspnet_d2.weights import read_source_weights
 from pretrain.data import ImageFolderIO
 from pretrain.recalibration import recalibrate_on_images
-from pretrain_utils import tiny_data
-
-ROOT = __file__.rsplit("/tests/", 1)[0]
+from pretrain_utils import run_tool, tiny_data
 
 
-def _convert(*args):
-    result = subprocess.run([sys.executable, "tools/convert_to_d2.py", *map(str, args)], cwd=ROOT,
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+@pytest.fixture
+def convert(capsys, monkeypatch):
+    """``python tools/convert_to_d2.py ARGS``, run in this process: its result (exit code, stdout, stderr)."""
+    return lambda *args: run_tool("convert_to_d2", args, capsys, monkeypatch)
+
+
+def _ok(result):
+    assert result.code == 0, result.err
+    return result.out
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +37,10 @@ def pretrain_ckpt(tmp_path_factory):
 
 
 @pytest.mark.parametrize("dn", ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w1.0"])
-def test_dn_pkl_has_backbone_keys_and_shapes(pretrain_ckpt, tmp_path, dn):
+def test_dn_pkl_has_backbone_keys_and_shapes(pretrain_ckpt, tmp_path, dn, convert):
     path, net = pretrain_ckpt
     out = tmp_path / f"{dn}.pkl"
-    _convert(path, "--dn", dn, "--no-bn-recalibration", "-o", out)  # the supernet's shared statistics
+    _ok(convert(path, "--dn", dn, "--no-bn-recalibration", "-o", out))  # the supernet's shared statistics
     data = pickle.load(open(out, "rb"))
     assert data["__author__"] == "dspnet" and data["matching_heuristics"] is False
     expected = {k: v for k, v in export_dn(net, dn).state_dict().items() if not k.startswith("classifier")}
@@ -47,52 +49,50 @@ def test_dn_pkl_has_backbone_keys_and_shapes(pretrain_ckpt, tmp_path, dn):
         assert torch.equal(torch.from_numpy(data["model"][D2_PREFIX + key]), value), key
 
 
-def test_supernet_pkl_and_exported_dn_source(pretrain_ckpt, tmp_path):
+def test_supernet_pkl_and_exported_dn_source(pretrain_ckpt, tmp_path, convert):
     path, net = pretrain_ckpt
-    _convert(path, "--supernet", "-o", tmp_path / "all.pkl")
+    _ok(convert(path, "--supernet", "-o", tmp_path / "all.pkl"))
     data = pickle.load(open(tmp_path / "all.pkl", "rb"))
     assert data["dspnet_supernet"] == "mbv3_w1.0"
     assert data["model"][D2_PREFIX + "features.16.0.weight"].shape == (960, 160, 1, 1)
     exported = tmp_path / "mbv3_w0.5.pth"
     torch.save({"format": "dspnet-dn-v1", "dn": "mbv3_w0.5", "state_dict": export_dn(net, "mbv3_w0.5").state_dict()},
                exported)
-    _convert(exported, "-o", tmp_path / "dn.pkl")  # the DN comes from the file
-    _convert(path, "--dn", "mbv3_w0.5", "--no-bn-recalibration", "-o", tmp_path / "dn2.pkl")
+    _ok(convert(exported, "-o", tmp_path / "dn.pkl"))  # the DN comes from the file
+    _ok(convert(path, "--dn", "mbv3_w0.5", "--no-bn-recalibration", "-o", tmp_path / "dn2.pkl"))
     a, b = pickle.load(open(tmp_path / "dn.pkl", "rb")), pickle.load(open(tmp_path / "dn2.pkl", "rb"))
     assert a["model"].keys() == b["model"].keys()
     assert all((a["model"][k] == b["model"][k]).all() for k in a["model"])
 
 
 @pytest.mark.parametrize("dn,make", [("mbv3_w1.0", mobilenet_v3_large), ("resnet18", resnet18)])
-def test_torchvision_state_dicts_are_accepted(tmp_path, dn, make):
+def test_torchvision_state_dicts_are_accepted(tmp_path, dn, make, convert):
     source = tmp_path / "tv.pth"
     torch.save(make().state_dict(), source)
-    _convert(source, "--dn", dn, "-o", tmp_path / "tv.pkl")
+    _ok(convert(source, "--dn", dn, "-o", tmp_path / "tv.pkl"))
     model = pickle.load(open(tmp_path / "tv.pkl", "rb"))["model"]
     static = {k for k in build_static_dn(dn).state_dict() if not k.startswith(("classifier", "fc"))}
     assert set(model) == {D2_PREFIX + k for k in static}
 
 
-def test_bad_sources_and_dns_fail_clearly(pretrain_ckpt, tmp_path):
+def test_bad_sources_and_dns_fail_clearly(pretrain_ckpt, tmp_path, convert):
     path, _ = pretrain_ckpt
-    result = subprocess.run([sys.executable, "tools/convert_to_d2.py", str(path), "--dn", "resnet18", "-o",
-                             str(tmp_path / "x.pkl")], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode != 0 and "not in" in result.stderr
+    result = convert(path, "--dn", "resnet18", "-o", tmp_path / "x.pkl")
+    assert result.code == 2 and "not in" in result.err
     (tmp_path / "junk.pth").write_bytes(b"junk")
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidInputError, match="is not a dspnet checkpoint"):
         read_source_weights(str(tmp_path / "junk.pth"))
     with pytest.raises(ValueError, match="cannot be sliced"):
         dn_backbone_state(build_static_dn("mbv3_w0.5").state_dict(), "mbv3_w1.0")
 
 
-def test_per_dn_pkl_of_a_pretraining_checkpoint_gets_its_own_bn_statistics(pretrain_ckpt, tmp_path):
+def test_per_dn_pkl_of_a_pretraining_checkpoint_gets_its_own_bn_statistics(pretrain_ckpt, tmp_path, convert):
     path, net = pretrain_ckpt
     data = tiny_data(tmp_path / "data")
-    failed = subprocess.run([sys.executable, "tools/convert_to_d2.py", str(path), "--dn", "mbv3_w0.5", "-o",
-                             str(tmp_path / "x.pkl")], cwd=ROOT, capture_output=True, text=True)
-    assert failed.returncode == 2 and "--data-root" in failed.stderr and not (tmp_path / "x.pkl").exists()
-    out = _convert(path, "--dn", "mbv3_w0.5", "--data-root", data, "--resolution", "32", "--resize-ratio", "1",
-                   "--batches", "2", "--batch-size", "16", "-o", tmp_path / "own.pkl")
+    failed = convert(path, "--dn", "mbv3_w0.5", "-o", tmp_path / "x.pkl")
+    assert failed.code == 2 and "--data-root" in failed.err and not (tmp_path / "x.pkl").exists()
+    out = _ok(convert(path, "--dn", "mbv3_w0.5", "--data-root", data, "--resolution", "32", "--resize-ratio", "1",
+                      "--batches", "2", "--batch-size", "16", "-o", tmp_path / "own.pkl"))
     assert "BN recalibrated on 32 images at 32 px (seed 0)" in out
     model = pickle.load(open(tmp_path / "own.pkl", "rb"))["model"]
     fresh = export_dn(net, "mbv3_w0.5")  # the same DN, recalibrated here on the same seeded sample

@@ -32,21 +32,27 @@ def demo_run(tmp_path_factory):
 def test_demo_recipe_end_to_end(demo_run):
     _, out = demo_run
     assert (out / "config.yaml").exists() and (out / "metrics.jsonl").exists()
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    first, last = json.loads(lines[0]), json.loads(lines[-1])
-    assert last["loss/mbv3_w1.0"] < first["loss/mbv3_w1.0"]  # it learns
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert steps[-1]["loss/mbv3_w1.0"] < steps[0]["loss/mbv3_w1.0"]  # it learns
+    assert all(0 < r["rep_std/mbv3_w1.0"] <= 1 for r in steps)  # the collapse monitor, every logged step
+    knn = {r["step"] for r in records if "knn/mbv3_w0.5" in r}
+    assert knn == {0, 70, 140, 210, 280}  # the kNN monitor: step 0, then every 10 epochs
+    assert (out / "knn_monitor.png").read_bytes()[:4] == b"\x89PNG"
     for dn in DN_SETS["mbv3_s5"]:
         saved = torch.load(out / "export" / f"{dn}.pth", weights_only=True)
         build_static_dn(dn).load_state_dict(saved["state_dict"], strict=True)
+        assert saved["bn_recalibration"] == {"seed": 0, "images": 960, "resolution": 32}
 
 
 @pytest.fixture(scope="module")
 def demo_knn(demo_run):
-    """README's demo evaluation command on the demo checkpoint (only the paths differ): its results."""
+    """README's demo evaluation command on the demo checkpoint (only the paths differ, and one random init
+    per DN instead of five: no assertion needs the other 20 encoders): its results."""
     data, out = demo_run
     checkpoint = out / "checkpoint_00000280.pth"  # the name README's command uses
     _run("-m", "pretrain.eval", "--config-file", "configs/eval/demo_knn.yaml", "PRETRAINED", str(checkpoint),
-         "DNS", "all", "DATA.ROOT", str(data), "OUTPUT_DIR", str(out / "knn"))
+         "DNS", "all", "DATA.ROOT", str(data), "OUTPUT_DIR", str(out / "knn"), "RANDOM_INIT_SEEDS", "1")
     print((out / "knn" / "results.md").read_text())  # the measured numbers, in the test log
     return json.loads((out / "knn" / "results.json").read_text())["results"]
 
@@ -59,7 +65,7 @@ def test_demo_knn_command_compares_every_dn_with_both_references(demo_knn):
     for r in demo_knn:
         assert 0 <= r["top1"] <= r["top5"] <= 100
         assert r["labelled_images"] == 8 * 120
-    assert all(r["seeds"] == [0, 1, 2, 3, 4] for r in demo_knn if r["series"] == "random init")
+    assert all(r["seeds"] == [0] for r in demo_knn if r["series"] == "random init")
 
 
 @pytest.mark.slow

@@ -3,8 +3,9 @@ import os
 
 import pytest
 import torch
+import torchvision
 
-from dspnet_d2 import DN_SETS, build_static_dn
+from dspnet_d2 import DN_SETS, build_static_dn, parse_dn
 from dspnet_d2.export import export_dn
 from pretrain.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from pretrain.config import load_cfg, validate_cfg
@@ -68,6 +69,9 @@ def test_exported_dns_carry_their_own_recalibrated_bn_statistics(data_root, tmp_
     images = ImageFolderIO(str(data_root / "train"))
     for dn in ["mbv3_w0.5", "mbv3_w1.0"]:
         saved = torch.load(tmp_path / "export" / f"{dn}.pth", weights_only=True)
+        plain = torchvision.models.mobilenet_v3_large(width_mult=parse_dn(dn).width)  # README's three lines
+        plain.classifier = torch.nn.Identity()
+        plain.load_state_dict(saved["state_dict"])
         # demo.yaml's EVAL_VIEW: 32 px crops; 8 batches of 128 cover the 64 training images
         assert saved["bn_recalibration"] == {"seed": 0, "images": 64, "resolution": 32}
         shared = export_dn(trainer.method.online.encoder, dn).state_dict()  # the supernet's shared buffers

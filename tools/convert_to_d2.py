@@ -21,10 +21,10 @@ import argparse
 import os
 import sys
 
-from dspnet_d2.convert import (PRETRAIN_FORMAT, dn_backbone_state, read_source, save_d2_pkl, static_dn,
-                               supernet_backbone_state, to_d2_model)
+from dspnet_d2.convert import dn_backbone_state, save_d2_pkl, supernet_backbone_state, to_d2_model
 from dspnet_d2.dn import parse_dn
 from dspnet_d2.errors import cli_main
+from dspnet_d2.weights import PRETRAIN_FORMAT, read_source, static_dn
 
 
 def main(argv=None) -> int:

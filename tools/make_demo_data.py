@@ -12,12 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-try:
-    from pretrain.demo_data import CLASSES, make_demo_dataset
-except ImportError:  # an editable install made before pretrain/ existed does not map it; use this checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from pretrain.demo_data import CLASSES, make_demo_dataset
-
+from dspnet_d2.demo_data import CLASSES, make_demo_dataset
 from dspnet_d2.errors import cli_main
 
 

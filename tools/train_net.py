@@ -49,7 +49,7 @@ class Trainer(DefaultTrainer):
 
 def register_demo(root: str) -> None:
     from detectron2.data import DatasetCatalog
-    from pretrain.demo_data import make_demo_dataset
+    from dspnet_d2.demo_data import make_demo_dataset
 
     if "dspnet_demo_train" in DatasetCatalog.list():
         return

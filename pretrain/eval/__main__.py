@@ -9,10 +9,9 @@ import logging
 import os
 import sys
 
-import torch.distributed as dist
-
 from dspnet_d2.errors import MissingFileError, cli_main
 
+from ..distributed import shutdown
 from .config import load_eval_cfg
 from .runner import Evaluation
 
@@ -31,8 +30,7 @@ def main(argv=None) -> int:
     try:
         results = Evaluation(cfg).run()
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        shutdown()
     for r in results:
         print(f"{r['series']:>12} {r['dn']:>22}  top-1 {r['top1']:6.2f}  top-5 {r['top5']:6.2f}")
     return 0

@@ -9,7 +9,9 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from ..checkpoint import save_atomic
+from dspnet_d2.weights import save_atomic
+
+from ..distributed import is_main_process, world_size
 from .knn import topk_accuracy
 
 
@@ -65,12 +67,12 @@ def train_classifier(model: Classifier, train_loader, val_loader, cfg, device: t
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"]
-    world = dist.get_world_size() if dist.is_initialized() else 1
+    world = world_size()
     trained = model
     if world > 1:
         trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                       else None)
-    main = not dist.is_initialized() or dist.get_rank() == 0
+    main = is_main_process()
     criterion = nn.CrossEntropyLoss()
     steps = len(train_loader)
     for epoch in range(start_epoch, cfg.TRAIN.EPOCHS):

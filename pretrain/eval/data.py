@@ -1,4 +1,4 @@
-"""Evaluation data: labelled images with train (random crop + flip) or eval (resize + center crop) views."""
+"""Evaluation data: train views (random crop + flip), loaders sharded across ranks, feature extraction."""
 from __future__ import annotations
 
 import torch
@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from torchvision import transforms as T
 
-from ..data import LabelledImages, eval_transform  # noqa: F401  (re-exported for the protocols)
+from ..distributed import is_main_process, world_size
 
 
 def train_transform(resolution: int, mean, std, crop_scale=(0.08, 1.0)) -> T.Compose:
@@ -18,7 +18,7 @@ def train_transform(resolution: int, mean, std, crop_scale=(0.08, 1.0)) -> T.Com
 def make_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int = 0,
                 drop_last: bool = False) -> DataLoader:
     """Sharded across ranks under DDP (``batch_size`` is the global batch)."""
-    world = dist.get_world_size() if dist.is_initialized() else 1
+    world = world_size()
     sampler = None
     if world > 1:
         sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
@@ -37,7 +37,7 @@ def extract_features(model: torch.nn.Module, loader: DataLoader, device: torch.d
 
     model.eval()
     feats, labels, positions = [], [], []
-    main = not dist.is_initialized() or dist.get_rank() == 0
+    main = is_main_process()
     for x, y, pos in tqdm(loader, desc=desc, disable=not (main and progress), leave=False):
         feats.append(model(x.to(device, non_blocking=True)).float().cpu())
         labels.append(y)

@@ -13,11 +13,11 @@ from dspnet_d2.complexity import dn_complexity
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.models import build_static_dn
 
-from ..data import ImageFolderIO
+from ..data import ImageFolderIO, LabelledImages, eval_transform
 from ..recalibration import recalibrate_on_images
-from ..engine import setup_distributed
+from ..distributed import setup_distributed
 from .classifier import Classifier, train_classifier
-from .data import LabelledImages, eval_transform, extract_features, make_loader, train_transform
+from .data import extract_features, make_loader, train_transform
 from .knn import knn_scores, topk_accuracy
 from .report import write_report
 from .subsets import draw_balanced, read_list_file, write_list_file

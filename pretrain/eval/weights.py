@@ -7,12 +7,12 @@ from torch import nn
 
 from fvcore.common.config import CfgNode
 
-from dspnet_d2.convert import read_source_weights, static_dn
+from dspnet_d2.weights import read_source_weights, static_dn
 from dspnet_d2.dn import DNSpec, dn_set, largest_dn
 from dspnet_d2.errors import InvalidInputError
 
 from ..checkpoint import load_checkpoint
-from ..engine import build_method
+from ..method import build_method
 
 
 @dataclass

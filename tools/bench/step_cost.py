@@ -50,7 +50,7 @@ def step_flops(dns_sampled: list[list[str]], full: str, resolution: int, proj_hi
 
 def build_trainer(dns: str, n: int, batch: int, resolution: int, device: str, out: str):
     from pretrain.config import load_cfg
-    from pretrain.demo_data import make_demo_dataset
+    from dspnet_d2.demo_data import make_demo_dataset
     from pretrain.engine import Trainer
 
     data = make_demo_dataset(os.path.join(tempfile.gettempdir(), "dspnet_bench_data"), train_per_class=8,

@@ -1,6 +1,6 @@
 """Deterministic synthetic "shapes" images: the project's embedded demo data (nothing is downloaded).
 
-    from pretrain.demo_data import make_demo_dataset
+    from dspnet_d2.demo_data import make_demo_dataset
     root = make_demo_dataset("datasets/demo")   # ImageFolder train/val + COCO instance masks
 
 The data exists to check that BYOL pretraining learns *shape* (kNN accuracy of frozen features vs a
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from dspnet_d2.errors import ExistingFileError
+from .errors import ExistingFileError
 
 VERSION = 3
 CLASSES = ("circle", "square", "triangle", "star", "cross", "ring", "diamond", "hexagon")
