@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .dn import DNSpec, parse_dn
-from .models import build_static_dn
+from .families import build_static_dn
 
 __all__ = ["count_params", "count_flops", "dn_complexity"]
 

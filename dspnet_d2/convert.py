@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from .dn import DNSpec, largest_dn
-from .models import build_static_dn
+from .families import build_static_dn, head_names
 from .weights import slice_for_dn
 
 D2_PREFIX = "backbone.bottom_up.body."
-_HEAD_PREFIXES = ("classifier.", "fc.")  # classification heads are not part of the backbone
+_HEAD_PREFIXES = tuple(f"{name}." for name in head_names())  # classifiers are not part of the backbone
 
 __all__ = ["D2_PREFIX", "dn_backbone_state", "supernet_backbone_state", "to_d2_model", "save_d2_pkl"]
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from .dn import DNSpec, dn_set, parse_dn
 from .errors import InvalidInputError
-from .models import build_static_dn
+from .families import build_static_dn
 
 PRETRAIN_FORMAT = "dspnet-pretrain-v1"  # pretraining checkpoints (pretrain/engine.py)
 DN_FORMAT = "dspnet-dn-v1"  # one exported DN (OUTPUT_DIR/export/<dn>.pth)

@@ -10,7 +10,7 @@ from detectron2.modeling import build_backbone, build_model  # noqa: E402
 
 from dspnet_d2 import DN_SETS, add_dspnet_config, build_supernet, export_dn, parse_dn  # noqa: E402
 from dspnet_d2.convert import dn_backbone_state, save_d2_pkl, to_d2_model  # noqa: E402
-from dspnet_d2.d2_checkpoint import DSPNetCheckpointer  # noqa: E402
+from dspnet_d2.d2.checkpoint import DSPNetCheckpointer  # noqa: E402
 
 ALL_DNS = [str(dn) for dn in DN_SETS["mbv3_s5"] + DN_SETS["resnet_s9"]]
 
@@ -83,8 +83,10 @@ def test_backbone_shapes_load_and_features(supernets, tmp_path, dn):
 def test_wrong_family_builder_and_bad_features():
     cfg = _cfg("resnet18")
     cfg.MODEL.BACKBONE.NAME = "build_dspnet_mbv3_fpn_backbone"
-    with pytest.raises(ValueError, match="resnet DN"):
+    with pytest.raises(ValueError, match="resnet DN"):  # an old per-family name refuses the other family
         build_backbone(cfg)
+    cfg.MODEL.BACKBONE.NAME = "build_dspnet_resnet_fpn_backbone"  # ... and still builds its own
+    assert build_backbone(cfg).bottom_up.dn == parse_dn("resnet18")
     cfg = _cfg("resnet18")
     cfg.MODEL.DSPNET.OUT_FEATURES = ["res6"]
     with pytest.raises(ValueError, match="res6"):

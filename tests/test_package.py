@@ -15,6 +15,15 @@ def test_core_imports_without_detectron2():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("module", ["dspnet_d2.d2.backbone", "dspnet_d2.d2.checkpoint"])
+def test_detectron2_parts_say_how_to_install_it(module):
+    code = BLOCK_DETECTRON2 + "import dspnet_d2.d2.config; import " + module
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "ImportError: " + module + " needs detectron2" in result.stderr
+    assert "detectron2.readthedocs.io" in result.stderr
+
+
 @pytest.mark.parametrize("dn,make_tv", [
     ("mbv3_w0.5", lambda: mobilenet_v3_large(width_mult=0.5)),
     ("mbv3_w1.0", lambda: mobilenet_v3_large()),

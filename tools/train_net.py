@@ -28,7 +28,7 @@ except ImportError as err:  # reported as the other commands report a user's mis
     sys.exit(2)
 
 from dspnet_d2 import add_dspnet_config
-from dspnet_d2.d2_checkpoint import DSPNetCheckpointer
+from dspnet_d2.d2.checkpoint import DSPNetCheckpointer
 from dspnet_d2.errors import MissingFileError, cli_main
 
 

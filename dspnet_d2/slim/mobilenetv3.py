@@ -66,6 +66,15 @@ def block_channels(width: float) -> list[BlockChannels]:
     return rows
 
 
+def dn_channels(dn: DNSpec) -> dict[str, int]:
+    """Channels of a DN's outputs res2..res5, its pooled vector, stem and classifier hidden layer."""
+    blocks = block_channels(dn.width)
+    taps = [blocks[end - 2].out_channels for end in STAGE_ENDS[:3]]  # features[i] is blocks[i - 1]
+    pooled = 6 * blocks[-1].out_channels
+    return {"res2": taps[0], "res3": taps[1], "res4": taps[2], "res5": pooled, "pooled": pooled,
+            "stem": blocks[0].in_channels, "last_channel": make_divisible(LAST_CHANNEL * dn.width)}
+
+
 def _conv_bn_act(in_ch, out_ch, kernel, stride=1, groups=1, activation=None) -> nn.Sequential:
     layers = [SlimConv2d(in_ch, out_ch, kernel, stride, (kernel - 1) // 2, groups=groups),
               SlimBatchNorm2d(out_ch, eps=BN_EPS, momentum=BN_MOMENTUM)]
@@ -141,11 +150,7 @@ class SlimMobileNetV3(Supernet):
         self.set_active(self.max_dn)
 
     def channels(self, dn: DNSpec) -> dict[str, int]:
-        blocks = block_channels(dn.width)
-        taps = [blocks[end - 2].out_channels for end in STAGE_ENDS[:3]]  # features[i] is blocks[i - 1]
-        pooled = 6 * blocks[-1].out_channels
-        return {"res2": taps[0], "res3": taps[1], "res4": taps[2], "res5": pooled, "pooled": pooled,
-                "stem": blocks[0].in_channels, "last_channel": make_divisible(LAST_CHANNEL * dn.width)}
+        return dn_channels(dn)
 
     def _apply_dn(self, dn: DNSpec) -> None:
         blocks = block_channels(dn.width)

@@ -20,6 +20,13 @@ def stage_widths(width: float) -> tuple[int, ...]:
     return tuple(int(round(c * width)) for c in BASE_WIDTHS)
 
 
+def dn_channels(dn: DNSpec) -> dict[str, int]:
+    """Channels of a DN's outputs res2..res5, its pooled vector and stem."""
+    widths = stage_widths(dn.width)
+    return {"res2": widths[0], "res3": widths[1], "res4": widths[2], "res5": widths[3],
+            "pooled": widths[3], "stem": widths[0]}
+
+
 class SlimBasicBlock(nn.Module):
     def __init__(self, in_channels: int, channels: int, stride: int):
         super().__init__()
@@ -74,9 +81,7 @@ class SlimResNet(Supernet):
         return [self.layer1, self.layer2, self.layer3, self.layer4]
 
     def channels(self, dn: DNSpec) -> dict[str, int]:
-        widths = stage_widths(dn.width)
-        return {"res2": widths[0], "res3": widths[1], "res4": widths[2], "res5": widths[3],
-                "pooled": widths[3], "stem": widths[0]}
+        return dn_channels(dn)
 
     def _apply_dn(self, dn: DNSpec) -> None:
         widths = stage_widths(dn.width)

@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from dspnet_d2.complexity import dn_complexity
 from dspnet_d2.errors import InvalidInputError
-from dspnet_d2.models import build_static_dn
+from dspnet_d2.families import build_static_dn
 
 from ..data import ImageFolderIO, LabelledImages, eval_transform
 from ..recalibration import recalibrate_on_images

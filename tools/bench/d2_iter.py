@@ -33,8 +33,7 @@ def make_cfg(kind: str, device: str):
                              "MODEL.BACKBONE.FREEZE_AT", "0", "MODEL.RESNETS.OUT_FEATURES",
                              "['res2', 'res3', 'res4', 'res5']"])
     else:
-        family = "mbv3" if kind.startswith("mbv3") else "resnet"
-        cfg.merge_from_list(["MODEL.BACKBONE.NAME", f"build_dspnet_{family}_fpn_backbone", "MODEL.DSPNET.DN", kind])
+        cfg.merge_from_list(["MODEL.DSPNET.DN", kind])
     return cfg
 
 

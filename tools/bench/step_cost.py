@@ -29,7 +29,7 @@ def step_flops(dns_sampled: list[list[str]], full: str, resolution: int, proj_hi
     """Mean FLOPs of a step: target fwd of both views + each sub-network's fwd+bwd (3x fwd) of both views."""
     import torch
     from dspnet_d2.complexity import count_flops
-    from dspnet_d2.models import build_static_dn
+    from dspnet_d2.families import build_static_dn
 
     cache = {}
 

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import logging
 
-from detectron2.checkpoint import DetectionCheckpointer
+from . import require_detectron2
 
-from .convert import D2_PREFIX
-from .weights import slice_state_dict
+require_detectron2("dspnet_d2.d2.checkpoint")
+
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+
+from ..convert import D2_PREFIX  # noqa: E402
+from ..weights import slice_state_dict  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

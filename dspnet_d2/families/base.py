@@ -1,0 +1,44 @@
+"""``Family``: everything the package knows about one family of networks, in one place.
+
+The string-level facts (width grid, depth limits, DN sets, resolutions) live in ``dn.FAMILIES``;
+a ``Family`` adds the model-level ones: the slimmable supernet class, the static torchvision
+builder, how the static network splits into stem and FPN stages, its norm arguments, the name of
+its classifier and the channels of any DN as a pure function (no forward pass needed).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from ..dn import FAMILIES, DNSpec, FamilyInfo
+
+__all__ = ["Family", "StaticBuilder"]
+
+# (dn, num_classes, norm_layer) -> the DN's plain torchvision network; num_classes=None: classifier
+# replaced by nn.Identity (the output is the pooled feature vector)
+StaticBuilder = Callable[[DNSpec, "int | None", "Callable[..., nn.Module] | None"], nn.Module]
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    supernet: type  # the slimmable supernet class (a ``dspnet_d2.slim.Supernet``)
+    build_static: StaticBuilder
+    channels: Callable[[DNSpec], dict[str, int]]  # res2..res5, "pooled", "stem" (+ family extras)
+    stem: tuple[str, ...]  # module names of the static network's stem (frozen first by FREEZE_AT)
+    # module names of res2..res5 in the static network of a DN, stem excluded, in forward order;
+    # the output of each stage's last module is that stride's FPN tap
+    stages: Callable[[DNSpec], tuple[tuple[str, ...], ...]]
+    head: str  # the classifier module's name, in the static network and in the supernet
+    norm_eps: float  # the BN arguments the DNs are pretrained with (and detectron2's norms get)
+    norm_momentum: float
+
+    @property
+    def info(self) -> FamilyInfo:
+        return FAMILIES[self.name]
+
+    def taps(self, dn: DNSpec) -> tuple[str, ...]:
+        """The module whose output is each of res2..res5."""
+        return tuple(stage[-1] for stage in self.stages(dn))

@@ -1,0 +1,52 @@
+"""Family descriptors: channels(dn) and the stage split agree with the static torchvision networks."""
+
+import pytest
+import torch
+
+from dspnet_d2 import DN_SETS, FAMILIES, FAMILY_DESCRIPTORS, build_static_dn, build_supernet, get_family, parse_dn
+from dspnet_d2.slim import FEATURE_NAMES, FEATURE_STRIDES
+
+ALL_DNS = [str(dn) for dn in DN_SETS["mbv3_s5"] + DN_SETS["resnet_s9"]]
+
+
+def test_every_family_has_a_descriptor():
+    assert set(FAMILY_DESCRIPTORS) == set(FAMILIES)
+    for name, family in FAMILY_DESCRIPTORS.items():
+        assert family.supernet.family == name and family.info is FAMILIES[name]
+        assert get_family(name) is family
+
+
+@pytest.mark.parametrize("dn", ALL_DNS)
+def test_channels_and_taps_match_the_static_network(dn):
+    dn = parse_dn(dn)
+    family = get_family(dn)
+    model = build_static_dn(dn).eval()
+    outputs = {}
+    for feature, tap in zip(FEATURE_NAMES, family.taps(dn)):
+        model.get_submodule(tap).register_forward_hook(lambda m, i, o, feature=feature: outputs.update({feature: o}))
+    with torch.no_grad():
+        pooled = model(torch.zeros(1, 3, 64, 64))
+    expected = family.channels(dn)
+    for feature in FEATURE_NAMES:
+        assert outputs[feature].shape[1] == expected[feature], feature
+        assert 64 // outputs[feature].shape[-1] == FEATURE_STRIDES[feature], feature
+    assert pooled.shape[1] == expected["pooled"]
+    # stem + stages name every module of the forward except pooling and the classifier
+    named = set(family.stem) | {name for stage in family.stages(dn) for name in stage}
+    top = {name.split(".")[0] for name in named}
+    leftover = {name for name, _ in model.named_children() if name not in top} - {"avgpool", family.head}
+    assert leftover == set()
+
+
+def test_known_channels():
+    assert [get_family("resnet").channels(parse_dn("resnet18"))[f] for f in FEATURE_NAMES] == [64, 128, 256, 512]
+    assert [get_family("mbv3").channels(parse_dn("mbv3_w1.0"))[f] for f in FEATURE_NAMES] == [24, 40, 112, 960]
+    assert get_family("resnet").channels(parse_dn("resnet_w1.5_d3463"))["res5"] == 768
+
+
+@pytest.mark.parametrize("set_name", ["mbv3_s5", "resnet_s9"])
+def test_build_supernet_uses_the_family_class(set_name):
+    supernet = build_supernet(set_name, num_classes=10)
+    family = get_family(DN_SETS[set_name][0])
+    assert isinstance(supernet, family.supernet)
+    assert hasattr(supernet, family.head)
