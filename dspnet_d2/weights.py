@@ -17,9 +17,10 @@ from .families import build_static_dn
 
 PRETRAIN_FORMAT = "dspnet-pretrain-v1"  # pretraining checkpoints (pretrain/engine.py)
 DN_FORMAT = "dspnet-dn-v1"  # one exported DN (OUTPUT_DIR/export/<dn>.pth)
+SUPERVISED_FORMAT = "dspnet-supervised-v1"  # slimmable supervised training checkpoints (pretrain/supervised)
 TORCHVISION_FORMAT = "torchvision"  # a plain torchvision state_dict (read only)
 
-__all__ = ["PRETRAIN_FORMAT", "DN_FORMAT", "TORCHVISION_FORMAT", "save_atomic", "save_dn_file", "read_source",
+__all__ = ["PRETRAIN_FORMAT", "DN_FORMAT", "SUPERVISED_FORMAT", "TORCHVISION_FORMAT", "save_atomic", "save_dn_file", "read_source",
            "read_source_weights", "slice_state_dict", "slice_for_dn", "static_dn"]
 
 
@@ -40,7 +41,7 @@ def read_source(path: str, allow_torchvision: bool = True
                 ) -> tuple[dict[str, torch.Tensor], tuple[DNSpec, ...] | None, str]:
     """Encoder weights (torchvision key names), the DNs they cover and the file's format, from a
     pretraining checkpoint (the online supernet, whose BN buffers every DN shares), an exported DN,
-    or (``allow_torchvision``) a torchvision state_dict (``mobilenet_v3_large``, ``resnet18/34``: DNs
+    a slimmable supervised checkpoint (its supernet, classifier included), or (``allow_torchvision``) a torchvision state_dict (``mobilenet_v3_large``, ``resnet18/34``: DNs
     unknown, returned as None)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -53,6 +54,8 @@ def read_source(path: str, allow_torchvision: bool = True
         return weights, dn_set(state["signature"]["dns"]), kind
     if kind == DN_FORMAT:
         return state["state_dict"], (parse_dn(state["dn"]),), kind
+    if kind == SUPERVISED_FORMAT:
+        return state["model"], dn_set(state["signature"]["dns"]), kind
     if allow_torchvision and isinstance(state, dict):
         state = state.get("state_dict", state)
         if state and all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 
 import torch
@@ -12,7 +13,7 @@ from dspnet_d2.weights import PRETRAIN_FORMAT as FORMAT
 _NAME = re.compile(r"^checkpoint_(\d{8})\.pth$")
 
 __all__ = ["FORMAT", "checkpoint_path", "list_checkpoints", "latest_checkpoint",
-           "prune_checkpoints", "load_checkpoint", "check_signature"]
+           "prune_checkpoints", "load_checkpoint", "check_signature", "rng_state", "set_rng_state"]
 
 
 def checkpoint_path(output_dir: str, step: int) -> str:
@@ -37,14 +38,29 @@ def prune_checkpoints(output_dir: str, keep: int) -> None:
         os.remove(path)
 
 
-def load_checkpoint(path: str) -> dict:
+def load_checkpoint(path: str, kind: str = FORMAT, what: str = "pretraining") -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, foreign objects, truncated files
-        raise InvalidInputError(f"{path} is not a dspnet pretraining checkpoint: {err}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise InvalidInputError(f"{path} is not a dspnet pretraining checkpoint (expected format {FORMAT!r})")
+        raise InvalidInputError(f"{path} is not a dspnet {what} checkpoint: {err}") from None
+    if not isinstance(state, dict) or state.get("format") != kind:
+        raise InvalidInputError(f"{path} is not a dspnet {what} checkpoint (expected format {kind!r})")
     return state
+
+
+def rng_state() -> dict:
+    """Every RNG a training step draws from (the CPU's, Python's and each GPU's), for a bit-exact resume."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def check_signature(state: dict, signature: dict, path: str) -> None:

@@ -1,13 +1,14 @@
 """The pretraining config: a yacs/fvcore CfgNode with every key commented (paper defaults)."""
 from __future__ import annotations
 
+import argparse
 import os
 
 import yaml
 from fvcore.common.config import CfgNode as CN
 
 from dspnet_d2.dn import DNSpec, dn_set, largest_dn, smallest_dn
-from dspnet_d2.errors import InvalidInputError
+from dspnet_d2.errors import InvalidInputError, MissingFileError
 
 _C = CN()
 _C.RECIPE = ""  # recipe name, set from the config file's name; part of the checkpoint signature
@@ -99,17 +100,34 @@ def merge_cfg(cfg: CN, config_file: str | None, opts: list[str] | None, keys_doc
     return cfg
 
 
+def load_recipe(defaults: CN, config_file: str | None, opts: list[str] | None, keys_doc: str, validate) -> CN:
+    """``defaults`` merged with ``config_file`` and overrides, RECIPE named after the file, validated, frozen."""
+    cfg = merge_cfg(defaults, config_file, opts, keys_doc)
+    if config_file and not cfg.RECIPE:
+        cfg.RECIPE = os.path.splitext(os.path.basename(config_file))[0]
+    validate(cfg)
+    cfg.freeze()
+    return cfg
+
+
 def load_cfg(config_file: str | None = None, opts: list[str] | None = None) -> CN:
     """Default config, merged with ``config_file`` (``_BASE_`` allowed) and ``KEY VALUE`` overrides.
 
     Unknown keys are errors; the result is validated and frozen.
     """
-    cfg = merge_cfg(get_cfg(), config_file, opts, "pretrain/config.py")
-    if config_file and not cfg.RECIPE:
-        cfg.RECIPE = os.path.splitext(os.path.basename(config_file))[0]
-    validate_cfg(cfg)
-    cfg.freeze()
-    return cfg
+    return load_recipe(get_cfg(), config_file, opts, "pretrain/config.py", validate_cfg)
+
+
+def parse_recipe_args(argv, prog: str, doc: str, folder: str, example: str) -> argparse.Namespace:
+    """``--config-file FILE [KEY VALUE ...]``, the file checked to exist (else the loader fails with a bare
+    FileNotFoundError)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, help=f"a recipe under {folder}")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help=f"KEY VALUE overrides, e.g. {example}")
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.config_file):
+        raise MissingFileError(f"config file {args.config_file!r} does not exist")
+    return args
 
 
 def validate_cfg(cfg: CN, world_size: int = 1) -> None:

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
-__all__ = ["ImageFolderIO", "TwoViewDataset", "ResumableSampler", "GaussianBlurPIL", "byol_transforms", "collate_views",
+__all__ = ["ImageFolderIO", "load_readable", "TwoViewDataset", "ResumableSampler", "GaussianBlurPIL", "byol_transforms", "collate_views",
            "eval_transform", "LabelledImages"]
 
 
@@ -107,6 +107,16 @@ def byol_transforms(resolution: int, crop_scale=(0.08, 1.0), mean=(0.485, 0.456,
     return view(blur_prob[0], solarize_prob[0]), view(blur_prob[1], solarize_prob[1])
 
 
+def load_readable(images: ImageFolderIO, index: int) -> tuple[Image.Image, int, int]:
+    """The image at ``index``, or the next readable one: ``(image, its index, images skipped)``."""
+    for skipped in range(len(images)):
+        position = (index + skipped) % len(images)
+        image = images.load(position)
+        if image is not None:
+            return image, position, skipped
+    raise RuntimeError(f"no readable image in {images.root}")
+
+
 class TwoViewDataset(Dataset):
     """Two augmented views of each image. Items are requested as ``(index, seed)``.
 
@@ -122,12 +132,7 @@ class TwoViewDataset(Dataset):
 
     def __getitem__(self, item: tuple[int, int]):
         index, seed = item
-        for skipped in range(len(self.images)):
-            image = self.images.load((index + skipped) % len(self.images))
-            if image is not None:
-                break
-        else:
-            raise RuntimeError(f"no readable image in {self.images.root}")
+        image, _, skipped = load_readable(self.images, index)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.transforms[0](image), self.transforms[1](image), skipped

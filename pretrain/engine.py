@@ -3,33 +3,26 @@ from __future__ import annotations
 
 import logging
 import os
-import random
-import sys
-import time
 
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from dspnet_d2.export import export_dn
-from dspnet_d2.weights import save_atomic, save_dn_file
+from dspnet_d2.weights import save_dn_file
 
-from .checkpoint import (FORMAT, check_signature, checkpoint_path, latest_checkpoint, load_checkpoint,
-                         prune_checkpoints)
+from .checkpoint import FORMAT
 from .config import parse_dns, validate_cfg
 from .data import ImageFolderIO, ResumableSampler, TwoViewDataset, byol_transforms, collate_views
-from .distributed import setup_distributed, shutdown
+from .loop import NonFiniteLossError, ResumableRun, run_training
 from .method import COLLAPSE_STATS, build_method
 from .metrics import MetricWriter
 from .monitor import KNNMonitor, plot_knn_curves
 from .optim import LARS, bn_stat_weight_at, lars_param_groups, lr_at, tau_at
 from .recalibration import recalibrate_on_images
 
+__all__ = ["Trainer", "NonFiniteLossError", "run_signature", "main"]
+
 logger = logging.getLogger("pretrain")
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
 
 
 def run_signature(cfg) -> dict:
@@ -37,20 +30,6 @@ def run_signature(cfg) -> dict:
     return {"recipe": cfg.RECIPE, "dns": [str(d) for d in parse_dns(cfg.MODEL.DNS)], "num_subnets": cfg.MODEL.NUM_SUBNETS,
             "proj": [cfg.MODEL.PROJ_HIDDEN, cfg.MODEL.PROJ_DIM], "batch_size": cfg.SOLVER.BATCH_SIZE,
             "epochs": cfg.SOLVER.EPOCHS, "resolution": cfg.DATA.RESOLUTION}
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _per_dn_means(subnets, rows: list[list[float]], names: tuple[str, ...]) -> dict[str, float]:
@@ -62,12 +41,11 @@ def _per_dn_means(subnets, rows: list[list[float]], names: tuple[str, ...]) -> d
     return out
 
 
-class Trainer:
+class Trainer(ResumableRun):
+    checkpoint_format, checkpoint_kind, progress_desc = FORMAT, "pretraining", "pretrain"
+
     def __init__(self, cfg):
-        self.cfg = cfg
-        self.rank, self.world_size, self.device = setup_distributed(cfg.DEVICE)
-        validate_cfg(cfg, self.world_size)
-        self.is_main = self.rank == 0
+        self.setup_process(cfg, validate_cfg)
         self.method = build_method(cfg).to(self.device)
         self.method.set_sync_bn(cfg.MODEL.SYNC_BN and self.world_size > 1, cfg.MODEL.MOMENTUM_BN)
         self.channels_last = cfg.CHANNELS_LAST
@@ -109,34 +87,16 @@ class Trainer:
         self.step = 0
         self.metrics = MetricWriter(cfg.OUTPUT_DIR, enabled=self.is_main)
 
-    # -- checkpoints ---------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {"format": FORMAT, "signature": run_signature(self.cfg), "config": self.cfg.dump(),
-                "step": self.step, "online": self.method.online.state_dict(),
-                "target": self.method.target.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(), "rng": _rng_state()}
+    # -- checkpoints (ResumableRun) --------------------------------------------------------------
+    def signature(self) -> dict:
+        return run_signature(self.cfg)
 
-    def save(self) -> None:
-        if self.is_main:
-            save_atomic(self.state_dict(), checkpoint_path(self.cfg.OUTPUT_DIR, self.step))
-            prune_checkpoints(self.cfg.OUTPUT_DIR, self.cfg.CHECKPOINT.KEEP)
-        if self.world_size > 1:
-            dist.barrier()
+    def model_state(self) -> dict:
+        return {"online": self.method.online.state_dict(), "target": self.method.target.state_dict()}
 
-    def resume(self) -> bool:
-        path = latest_checkpoint(self.cfg.OUTPUT_DIR) if self.cfg.CHECKPOINT.RESUME else None
-        if path is None:
-            return False
-        state = load_checkpoint(path)
-        check_signature(state, run_signature(self.cfg), path)
+    def load_model_state(self, state: dict) -> None:
         self.method.online.load_state_dict(state["online"])
         self.method.target.load_state_dict(state["target"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
-        self.step = state["step"]
-        logger.info("resumed from %s at step %d", path, self.step)
-        return True
 
     # -- one step ----------------------------------------------------------------------------------
     def autocast(self) -> torch.autocast:
@@ -146,8 +106,7 @@ class Trainer:
         cfg, step = self.cfg, self.step
         epoch = step // self.steps_per_epoch
         lr = lr_at(step, self.total_steps, self.warmup_steps, self.peak_lr)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.set_lr(lr)
         self.method.set_target_bn_weight(bn_stat_weight_at(step, self.total_steps) if cfg.MODEL.MOMENTUM_BN else None)
         with self.autocast():
             projections = self.method.target_projections(view1, view2)  # once per step
@@ -155,69 +114,34 @@ class Trainer:
         stacked = self.method.train_subnets(subnets, view1, view2, projections, self.online,
                                             backward=lambda loss: self.scaler.scale(loss).backward(),
                                             autocast=self.autocast)
-        if self.world_size > 1:  # every rank sees the global losses, so all stop together on a NaN
-            dist.all_reduce(stacked)
-            stacked /= self.world_size
-        rows = stacked.tolist()  # one host sync per step
-        values = [row[0] for row in rows]
-        for dn, value in zip(subnets, values):
-            if not torch.isfinite(torch.tensor(value)):
-                self.optimizer.zero_grad(set_to_none=True)
-                raise NonFiniteLossError(f"non-finite loss {value} at step {step} (epoch {epoch}) for sub-network "
-                                         f"{dn}; the last good checkpoint is kept in {cfg.OUTPUT_DIR}")
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        rows = self.apply_gradients(stacked, subnets)
         tau = tau_at(step, self.total_steps, cfg.MODEL.TAU_BASE)
         self.method.update_target(tau)
         self.step += 1
-        return {"lr": lr, "tau": tau, "loss": sum(values), "subnets": [str(dn) for dn in subnets],
+        return {"lr": lr, "tau": tau, "loss": sum(row[0] for row in rows), "subnets": [str(dn) for dn in subnets],
                 **_per_dn_means(subnets, rows, ("loss",) + COLLAPSE_STATS)}
 
-    # -- the loop ------------------------------------------------------------------------------------
-    def train(self, stop_after: int | None = None) -> int:
-        """Train to the end (or ``stop_after`` more steps, to simulate an interruption); returns the step."""
-        self.resume()
+    # -- the loop's hooks (ResumableRun.train) ---------------------------------------------------
+    def run_batch(self, batch) -> tuple[dict, int]:
+        view1, view2, skipped = batch
+        view1 = view1.to(self.device, non_blocking=True)
+        view2 = view2.to(self.device, non_blocking=True)
+        if self.channels_last:
+            view1, view2 = (v.contiguous(memory_format=torch.channels_last) for v in (view1, view2))
+        return self.train_step(view1, view2), skipped
+
+    def before_training(self, stop_at: int) -> None:
         self.method.train()
-        stop_at = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc="pretrain",
-                   dynamic_ncols=True)
-        skipped_total, tick, tick_step = 0, time.perf_counter(), self.step
         if self.step == 0 and stop_at > 0:
             self.monitor_knn()  # the starting point of the curves
-        while self.step < stop_at:
-            epoch, start = divmod(self.step, self.steps_per_epoch)
-            self.sampler.set_epoch(epoch, start)
-            for view1, view2, skipped in self.loader:
-                view1 = view1.to(self.device, non_blocking=True)
-                view2 = view2.to(self.device, non_blocking=True)
-                if self.channels_last:
-                    view1, view2 = (v.contiguous(memory_format=torch.channels_last) for v in (view1, view2))
-                record = self.train_step(view1, view2)
-                skipped_total += skipped
-                bar.update(1)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.3g}")
-                end_of_epoch = self.step % self.steps_per_epoch == 0
-                if self.step % self.cfg.LOG_PERIOD == 0 or end_of_epoch or self.step == stop_at:
-                    now = time.perf_counter()
-                    images = (self.step - tick_step) * self.cfg.SOLVER.BATCH_SIZE
-                    record.update(epoch=epoch, images_per_s=images / max(now - tick, 1e-9),
-                                  skipped_images=skipped_total * self.world_size)
-                    self.metrics.write(self.step, record)
-                    tick, tick_step = now, self.step
-                if end_of_epoch and (epoch + 1) % max(self.cfg.MONITOR.KNN_PERIOD, 1) == 0:
-                    self.monitor_knn()  # before the epoch's checkpoint: a resumed run never skips one
-                if self.step % self.cfg.CHECKPOINT.PERIOD == 0 or end_of_epoch or self.step == stop_at:
-                    self.save()
-                if self.step >= stop_at:
-                    break
-        bar.close()
-        if skipped_total:
-            logger.warning("skipped %d unreadable images on rank %d", skipped_total, self.rank)
-        if self.step >= self.total_steps and self.cfg.EXPORT:
+
+    def after_epoch(self, epoch: int) -> None:
+        if (epoch + 1) % max(self.cfg.MONITOR.KNN_PERIOD, 1) == 0:
+            self.monitor_knn()
+
+    def after_training(self) -> None:
+        if self.cfg.EXPORT:
             self.export()
-        self.metrics.close()
-        return self.step
 
     def monitor_knn(self) -> None:
         """The kNN monitor of every DN (main process; the others wait), into the metrics and a plot."""
@@ -253,21 +177,4 @@ class Trainer:
 
 
 def main(cfg) -> int:
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-                        handlers=[logging.StreamHandler(sys.stdout),
-                                  logging.FileHandler(os.path.join(cfg.OUTPUT_DIR, "log.txt"))])
-    trainer = Trainer(cfg)
-    if trainer.is_main:
-        with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
-            f.write(cfg.dump())
-        logger.info("pretraining %s: %d steps of %d images on %d rank(s), device %s", cfg.RECIPE or "run",
-                    trainer.total_steps, cfg.SOLVER.BATCH_SIZE, trainer.world_size, trainer.device)
-    try:
-        trainer.train()
-    except NonFiniteLossError as err:
-        logger.error("%s", err)
-        return 2
-    finally:
-        shutdown()
-    return 0
+    return run_training(cfg, Trainer, lambda trainer: f"pretraining {cfg.RECIPE or 'run'}")

@@ -1,5 +1,7 @@
 """Shared test helpers: a tiny demo dataset, a tiny recipe, and the tools run in this process."""
+import os
 import runpy
+import subprocess
 import sys
 from collections import namedtuple
 from pathlib import Path
@@ -37,3 +39,13 @@ def run_tool(name, args, capsys, monkeypatch) -> ToolResult:
         runpy.run_path(str(ROOT / "tools" / f"{name}.py"), run_name="__main__")
     captured = capsys.readouterr()
     return ToolResult(exit_info.value.code, captured.out, captured.err)
+
+
+def torchrun(nproc, args, module="pretrain"):
+    """``torchrun --nproc_per_node=N -m MODULE ARGS`` on CPU (gloo), one thread per process: the same float
+    math in every run."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", module, *map(str, args)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from pretrain_utils import tiny_data
+from pretrain_utils import tiny_data, torchrun
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,10 +33,7 @@ def _env():
 
 
 def _torchrun(nproc, args):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "pretrain", *args]
-    result = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    torchrun(nproc, args)
 
 
 def _losses(output_dir):
@@ -77,6 +74,7 @@ def _ddp_step_worker(rank, port, result_path):
     from pretrain.method import DSPNet
 
     torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)  # two processes on the machine's cores: no oversubscription
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.manual_seed(0)

@@ -1,4 +1,9 @@
-"""README's first command, end to end: demo data + the demo recipe on CPU."""
+"""README's first command, end to end: demo data + the demo recipe on CPU.
+
+The default suite runs the demo recipe cut to 2 epochs (its mechanics: files, monitors, exports, the
+evaluation command); the full 280-step run and its learning signal are marked ``demo`` (30 minutes on 2
+cores): ``python -m pytest -m demo``, which .ci/run runs after the default suite.
+"""
 import json
 import os
 import subprocess
@@ -10,6 +15,7 @@ import torch
 from dspnet_d2 import DN_SETS, build_static_dn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHORT = ("SOLVER.EPOCHS", "2", "MODEL.FULL_ONLY_EPOCHS", "1", "SOLVER.WARMUP_EPOCHS", "1", "MONITOR.KNN_PERIOD", "1")
 
 
 def _run(*args, timeout=3600):
@@ -18,26 +24,47 @@ def _run(*args, timeout=3600):
     return result
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """The demo exactly as README runs it (only the paths differ)."""
-    root = tmp_path_factory.mktemp("demo")
+def _demo(root, *overrides):
+    """The demo exactly as README runs it (only the paths and ``overrides`` differ)."""
     data, out = root / "demo", root / "out"
     _run("tools/make_demo_data.py", "--root", str(data))
-    _run("-m", "pretrain", "--config-file", "configs/pretrain/demo.yaml", "DATA.ROOT", str(data), "OUTPUT_DIR", str(out))
+    _run("-m", "pretrain", "--config-file", "configs/pretrain/demo.yaml", "DATA.ROOT", str(data), "OUTPUT_DIR", str(out),
+         *overrides)
     return data, out
 
 
-@pytest.mark.slow
-def test_demo_recipe_end_to_end(demo_run):
-    _, out = demo_run
+def _knn(data, out, step):
+    """README's demo evaluation command on the run's last checkpoint (only the paths differ, and one random
+    init per DN instead of five: no assertion needs the other 20 encoders): its results."""
+    checkpoint = out / f"checkpoint_{step:08d}.pth"
+    _run("-m", "pretrain.eval", "--config-file", "configs/eval/demo_knn.yaml", "PRETRAINED", str(checkpoint),
+         "DNS", "all", "DATA.ROOT", str(data), "OUTPUT_DIR", str(out / "knn"), "RANDOM_INIT_SEEDS", "1")
+    print((out / "knn" / "results.md").read_text())  # the measured numbers, in the test log
+    return json.loads((out / "knn" / "results.json").read_text())["results"]
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    return _demo(tmp_path_factory.mktemp("short"), *SHORT)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    return _demo(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="module")
+def demo_knn(demo_run):
+    return _knn(*demo_run, 280)  # the checkpoint name README's command uses
+
+
+def _check_run(out, knn_steps):
     assert (out / "config.yaml").exists() and (out / "metrics.jsonl").exists()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r]
     assert steps[-1]["loss/mbv3_w1.0"] < steps[0]["loss/mbv3_w1.0"]  # it learns
     assert all(0 < r["rep_std/mbv3_w1.0"] <= 1 for r in steps)  # the collapse monitor, every logged step
-    knn = {r["step"] for r in records if "knn/mbv3_w0.5" in r}
-    assert knn == {0, 70, 140, 210, 280}  # the kNN monitor: step 0, then every 10 epochs
+    assert {r["step"] for r in records if "knn/mbv3_w0.5" in r} == knn_steps  # the kNN monitor
     assert (out / "knn_monitor.png").read_bytes()[:4] == b"\x89PNG"
     for dn in DN_SETS["mbv3_s5"]:
         saved = torch.load(out / "export" / f"{dn}.pth", weights_only=True)
@@ -45,30 +72,36 @@ def test_demo_recipe_end_to_end(demo_run):
         assert saved["bn_recalibration"] == {"seed": 0, "images": 960, "resolution": 32}
 
 
-@pytest.fixture(scope="module")
-def demo_knn(demo_run):
-    """README's demo evaluation command on the demo checkpoint (only the paths differ, and one random init
-    per DN instead of five: no assertion needs the other 20 encoders): its results."""
-    data, out = demo_run
-    checkpoint = out / "checkpoint_00000280.pth"  # the name README's command uses
-    _run("-m", "pretrain.eval", "--config-file", "configs/eval/demo_knn.yaml", "PRETRAINED", str(checkpoint),
-         "DNS", "all", "DATA.ROOT", str(data), "OUTPUT_DIR", str(out / "knn"), "RANDOM_INIT_SEEDS", "1")
-    print((out / "knn" / "results.md").read_text())  # the measured numbers, in the test log
-    return json.loads((out / "knn" / "results.json").read_text())["results"]
-
-
-@pytest.mark.slow
-def test_demo_knn_command_compares_every_dn_with_both_references(demo_knn):
+def _check_knn_table(results):
     dns = [str(dn) for dn in DN_SETS["mbv3_s5"]]
     series = ("DSPNet", "initial weights", "random init")
-    assert [(r["series"], r["dn"]) for r in demo_knn] == [(s, dn) for s in series for dn in dns]
-    for r in demo_knn:
+    assert [(r["series"], r["dn"]) for r in results] == [(s, dn) for s in series for dn in dns]
+    for r in results:
         assert 0 <= r["top1"] <= r["top5"] <= 100
         assert r["labelled_images"] == 8 * 120
-    assert all(r["seeds"] == [0] for r in demo_knn if r["series"] == "random init")
+    assert all(r["seeds"] == [0] for r in results if r["series"] == "random init")
+
+
+def test_demo_recipe_cut_to_two_epochs_end_to_end(short_run):
+    data, out = short_run
+    _check_run(out, {0, 7, 14})  # the kNN monitor: step 0, then every epoch (KNN_PERIOD 1)
+    _check_knn_table(_knn(data, out, 14))
 
 
 @pytest.mark.slow
+@pytest.mark.demo
+def test_demo_recipe_end_to_end(demo_run):
+    _check_run(demo_run[1], {0, 70, 140, 210, 280})  # step 0, then every 10 epochs
+
+
+@pytest.mark.slow
+@pytest.mark.demo
+def test_demo_knn_command_compares_every_dn_with_both_references(demo_knn):
+    _check_knn_table(demo_knn)
+
+
+@pytest.mark.slow
+@pytest.mark.demo
 def test_demo_pretraining_improves_knn_over_its_initial_weights(demo_knn):
     """The end-to-end signal: averaged over the 5 DNs, kNN top-1 of the pretrained supernet is above that of
     the very weights the run started from. Per DN the gain is not reliable at this scale (README)."""

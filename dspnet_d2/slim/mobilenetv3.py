@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torchvision.ops import StochasticDepth
 
 from ..dn import DNSpec, parse_dn
 from .base import Supernet, init_like_torchvision
@@ -98,7 +99,7 @@ class SlimSqueezeExcitation(nn.Module):
 
 
 class SlimInvertedResidual(nn.Module):
-    def __init__(self, conf: BlockConf, channels: BlockChannels):
+    def __init__(self, conf: BlockConf, channels: BlockChannels, drop_path: float = 0.0):
         super().__init__()
         act = nn.Hardswish if conf.activation == "HS" else nn.ReLU
         layers = []
@@ -112,6 +113,8 @@ class SlimInvertedResidual(nn.Module):
         layers.append(_conv_bn_act(channels.expanded, channels.out_channels, 1))
         self.block = nn.Sequential(*layers)
         self.use_res_connect = conf.stride == 1 and conf.in_channels == conf.out_channels
+        # stochastic depth of the residual branch (supervised training; no parameters, identity in eval)
+        self.drop_path = StochasticDepth(drop_path, "row") if drop_path and self.use_res_connect else nn.Identity()
 
     def set_channels(self, channels: BlockChannels) -> None:
         if self.has_expand:
@@ -124,7 +127,7 @@ class SlimInvertedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.block(x)
-        return out + x if self.use_res_connect else out
+        return self.drop_path(out) + x if self.use_res_connect else out
 
 
 class SlimMobileNetV3(Supernet):
@@ -133,13 +136,16 @@ class SlimMobileNetV3(Supernet):
     family = "mbv3"
 
     def __init__(self, max_dn: "DNSpec | str" = "mbv3_w1.0", num_classes: int | None = None,
-                 dropout: float = 0.2):
+                 dropout: float = 0.2, drop_path: float = 0.0):
+        """``drop_path``: stochastic-depth rate of the last block, scaled linearly from 0 over the blocks
+        as timm's MobileNetV3 does (``rate x block_index / blocks``)."""
         super().__init__(parse_dn(max_dn), num_classes)
         width = self.max_dn.width
         blocks = block_channels(width)
         last_in = blocks[-1].out_channels
         layers = [_conv_bn_act(3, blocks[0].in_channels, 3, 2, activation=nn.Hardswish)]
-        layers += [SlimInvertedResidual(conf, ch) for conf, ch in zip(LARGE_TABLE, blocks)]
+        layers += [SlimInvertedResidual(conf, ch, drop_path * i / len(LARGE_TABLE))
+                   for i, (conf, ch) in enumerate(zip(LARGE_TABLE, blocks))]
         layers.append(_conv_bn_act(last_in, 6 * last_in, 1, activation=nn.Hardswish))
         self.features = nn.Sequential(*layers)
         if num_classes is not None:
