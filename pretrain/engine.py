@@ -13,7 +13,7 @@ from dspnet_d2.weights import save_dn_file
 from .checkpoint import FORMAT
 from .config import parse_dns, validate_cfg
 from .data import ImageFolderIO, ResumableSampler, TwoViewDataset, byol_transforms, collate_views
-from .loop import NonFiniteLossError, ResumableRun, run_training
+from .loop import NonFiniteLossError, ResumableRun, per_dn_means, run_training
 from .method import COLLAPSE_STATS, build_method
 from .metrics import MetricWriter
 from .monitor import KNNMonitor, plot_knn_curves
@@ -30,15 +30,6 @@ def run_signature(cfg) -> dict:
     return {"recipe": cfg.RECIPE, "dns": [str(d) for d in parse_dns(cfg.MODEL.DNS)], "num_subnets": cfg.MODEL.NUM_SUBNETS,
             "proj": [cfg.MODEL.PROJ_HIDDEN, cfg.MODEL.PROJ_DIM], "batch_size": cfg.SOLVER.BATCH_SIZE,
             "epochs": cfg.SOLVER.EPOCHS, "resolution": cfg.DATA.RESOLUTION}
-
-
-def _per_dn_means(subnets, rows: list[list[float]], names: tuple[str, ...]) -> dict[str, float]:
-    """``{"<name>/<dn>": value}``, averaged over the draws of a DN that the sandwich drew more than once."""
-    out = {}
-    for dn in dict.fromkeys(subnets):
-        picked = [row for d, row in zip(subnets, rows) if d == dn]
-        out.update({f"{name}/{dn}": sum(row[j] for row in picked) / len(picked) for j, name in enumerate(names)})
-    return out
 
 
 class Trainer(ResumableRun):
@@ -59,9 +50,7 @@ class Trainer(ResumableRun):
         self.optimizer = LARS(lars_param_groups([self.method.online], cfg.SOLVER.WEIGHT_DECAY), lr=0.0,
                               momentum=cfg.SOLVER.MOMENTUM, weight_decay=cfg.SOLVER.WEIGHT_DECAY,
                               eta=cfg.SOLVER.LARS_ETA)
-        self.amp_dtype = torch.bfloat16 if cfg.AMP.DTYPE == "bfloat16" else torch.float16
-        self.amp = cfg.AMP.ENABLED and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        self.setup_amp(cfg)
         self.images = images = ImageFolderIO(os.path.join(cfg.DATA.ROOT, cfg.DATA.SPLIT))
         # center crops of training images: the exports' BN recalibration and the kNN monitor
         self.eval_view = dict(resolution=cfg.EVAL_VIEW.RESOLUTION or self.method.full_dn.info.eval_resolution,
@@ -99,9 +88,6 @@ class Trainer(ResumableRun):
         self.method.target.load_state_dict(state["target"])
 
     # -- one step ----------------------------------------------------------------------------------
-    def autocast(self) -> torch.autocast:
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
-
     def train_step(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, float]:
         cfg, step = self.cfg, self.step
         epoch = step // self.steps_per_epoch
@@ -119,7 +105,7 @@ class Trainer(ResumableRun):
         self.method.update_target(tau)
         self.step += 1
         return {"lr": lr, "tau": tau, "loss": sum(row[0] for row in rows), "subnets": [str(dn) for dn in subnets],
-                **_per_dn_means(subnets, rows, ("loss",) + COLLAPSE_STATS)}
+                **per_dn_means(subnets, rows, ("loss",) + COLLAPSE_STATS)}
 
     # -- the loop's hooks (ResumableRun.train) ---------------------------------------------------
     def run_batch(self, batch) -> tuple[dict, int]:

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 
+import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
@@ -21,7 +22,7 @@ from .checkpoint import (check_signature, checkpoint_path, latest_checkpoint, lo
                          rng_state, set_rng_state)
 from .distributed import setup_distributed, shutdown
 
-__all__ = ["ResumableRun", "NonFiniteLossError", "setup_logging", "run_training"]
+__all__ = ["ResumableRun", "NonFiniteLossError", "setup_logging", "run_training", "per_dn_means"]
 
 logger = logging.getLogger("pretrain")
 
@@ -36,6 +37,15 @@ def setup_logging(output_dir: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s",
                         handlers=[logging.StreamHandler(sys.stdout),
                                   logging.FileHandler(os.path.join(output_dir, "log.txt"))])
+
+
+def per_dn_means(subnets, rows: list[list[float]], names: tuple[str, ...]) -> dict[str, float]:
+    """``{"<name>/<dn>": value}``, averaged over the draws of a DN that the sandwich drew more than once."""
+    out = {}
+    for dn in dict.fromkeys(subnets):
+        picked = [row for d, row in zip(subnets, rows) if d == dn]
+        out.update({f"{name}/{dn}": sum(row[j] for row in picked) / len(picked) for j, name in enumerate(names)})
+    return out
 
 
 def run_training(cfg, make_trainer, what) -> int:
@@ -69,6 +79,15 @@ class ResumableRun:
         self.rank, self.world_size, self.device = setup_distributed(cfg.DEVICE)
         validate(cfg, self.world_size)
         self.is_main = self.rank == 0
+
+    def setup_amp(self, cfg) -> None:
+        """Mixed precision on GPU only; float16 needs a GradScaler (a no-op one otherwise, kept in checkpoints)."""
+        self.amp_dtype = torch.bfloat16 if cfg.AMP.DTYPE == "bfloat16" else torch.float16
+        self.amp = cfg.AMP.ENABLED and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
 
     def signature(self) -> dict:
         """What a checkpoint must share with this run to be resumed by it."""

@@ -17,11 +17,10 @@ from dspnet_d2.weights import SUPERVISED_FORMAT, save_dn_file, static_dn
 
 from ..config import parse_dns
 from ..data import ImageFolderIO, LabelledImages, ResumableSampler, eval_transform
-from ..engine import _per_dn_means
 from ..eval.classifier import evaluate_classifier
 from ..eval.data import make_loader
 from ..eval.report import write_report
-from ..loop import ResumableRun
+from ..loop import ResumableRun, per_dn_means
 from ..metrics import MetricWriter
 from ..recalibration import recalibrate_on_images
 from .config import validate_supervised_cfg
@@ -76,9 +75,7 @@ class SupervisedTrainer(ResumableRun):
         if cfg.MODEL.EMA_DECAY:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.MODEL.EMA_DECAY),
                                      use_buffers=True)
-        self.amp_dtype = torch.bfloat16 if cfg.AMP.DTYPE == "bfloat16" else torch.float16
-        self.amp = cfg.AMP.ENABLED and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
+        self.setup_amp(cfg)
         data = cfg.DATA
         transform = supervised_transform(self.resolution, data.CROP_SCALE, data.MEAN, data.STD, data.RAND_AUGMENT_OPS,
                                          data.RAND_AUGMENT_MAGNITUDE, data.RAND_AUGMENT_MAGNITUDE_STD,
@@ -115,13 +112,13 @@ class SupervisedTrainer(ResumableRun):
         subnets = sandwich_order(self.dns, cfg.MODEL.NUM_SUBNETS, step, cfg.SEED)
         stacked = train_subnets(self.model, subnets, images, labels, cfg.MODEL.LABEL_SMOOTHING, self.wrapped,
                                 backward=lambda loss: self.scaler.scale(loss).backward(),
-                                autocast=lambda: torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp))
+                                autocast=self.autocast)
         rows = self.apply_gradients(stacked, subnets)
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         self.step += 1
         return {"lr": lr, "loss": sum(row[0] for row in rows), "subnets": [str(dn) for dn in subnets],
-                **_per_dn_means(subnets, rows, ("loss", "train_top1"))}
+                **per_dn_means(subnets, rows, ("loss", "train_top1"))}
 
     # -- the loop's hooks (ResumableRun.train) ---------------------------------------------------
     def run_batch(self, batch) -> tuple[dict, int]:
