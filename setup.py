@@ -22,5 +22,12 @@ setup(
         "tensorboard",
         "pycocotools",
     ],
-    extras_require={"dev": ["pytest>=7"]},
+    extras_require={
+        "dev": ["pytest>=7"],
+        # what the detectron2 half needs from PyPI besides detectron2 itself (not on PyPI): OpenCV for
+        # detectron2's Visualizer (tools/draw_predictions.py, the pipeline's pictures)
+        "d2": ["opencv-python-headless"],
+        # deployment: ONNX export (torch's dynamo exporter writes through onnxscript) and its checks
+        "deploy": ["onnx", "onnxscript", "onnxruntime"],
+    },
 )

@@ -1,16 +1,23 @@
-"""Export a DN out of a supernet as a plain network, and recalibrate BN statistics."""
+"""Export a DN out of a supernet as a plain network, recalibrate BN statistics, and write a DN as a
+deployable file: ONNX (checked with ONNX Runtime) or TorchScript."""
 from __future__ import annotations
 
+import os
 from typing import Iterable
 
 import torch
 from torch import nn
 
-from .dn import DNSpec
+from .dn import DNSpec, parse_dn
+from .errors import InvalidInputError
+from .families import get_family
 from .slim.base import Supernet
-from .weights import static_dn
+from .weights import read_source, static_dn
 
-__all__ = ["export_dn", "recalibrate_bn", "seeded_subset"]
+__all__ = ["export_dn", "recalibrate_bn", "seeded_subset", "load_dn_model", "export_onnx", "export_torchscript",
+           "run_onnx", "ONNX_OPSET"]
+
+ONNX_OPSET = 18  # the dynamo exporter's default opset; every op of the two families has an ONNX Runtime kernel
 
 
 @torch.no_grad()
@@ -66,3 +73,65 @@ def seeded_subset(num_items: int, max_items: int, seed: int) -> list[int]:
         raise ValueError(f"a sample needs items and a positive quota, got {num_items} items, quota {max_items}")
     generator = torch.Generator().manual_seed(seed)
     return torch.randperm(num_items, generator=generator)[:max_items].tolist()
+
+
+def load_dn_model(source: str, dn: "str | DNSpec | None" = None, classifier: bool = True) -> tuple[nn.Module, DNSpec]:
+    """The static DN of a weight file (pretraining or supervised checkpoint, exported DN), in eval mode,
+    with its classifier when the file has one and ``classifier`` is true. ``dn`` may be omitted for a
+    file of one DN."""
+    weights, dns, _ = read_source(source, allow_torchvision=False)
+    if dn is None:
+        if len(dns) != 1:
+            raise InvalidInputError(f"{source} holds several DNs ({', '.join(map(str, dns))}): choose one")
+        dn = dns[0]
+    dn = parse_dn(dn)
+    if not any(dn.fits_in(d) for d in dns):
+        raise InvalidInputError(f"DN {dn} is not in {source} (its DNs: {', '.join(map(str, dns))})")
+    head = get_family(dn.family).head
+    head_weights = sorted((k for k in weights if k.startswith(head + ".") and k.endswith(".weight")),
+                          key=lambda k: [int(p) if p.isdigit() else p for p in k.split(".")])
+    num_classes = weights[head_weights[-1]].shape[0] if classifier and head_weights else None
+    return static_dn(weights, dn, num_classes).eval(), dn
+
+
+def _example(model: nn.Module, batch: int, resolution: int) -> torch.Tensor:
+    device = next(model.parameters()).device
+    return torch.randn(batch, 3, resolution, resolution, generator=torch.Generator().manual_seed(0)).to(device)
+
+
+@torch.no_grad()
+def export_onnx(model: nn.Module, path: str, resolution: int = 224, dynamic_batch: bool = True,
+                opset: int = ONNX_OPSET) -> str:
+    """Write ``model`` (eval mode) to ONNX with torch's dynamo exporter (``torch.export`` graph; the
+    TorchScript-based exporter is deprecated), input ``images`` (N, 3, R, R), output ``output``; with
+    ``dynamic_batch`` N is free. Needs the ``deploy`` extra (onnx, onnxscript)."""
+    model = model.eval()
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None  # by position
+    program = torch.onnx.export(model, (_example(model, 2, resolution),), dynamo=True, opset_version=opset, verbose=False,
+                                input_names=["images"], output_names=["output"], dynamic_shapes=dynamic,
+                                external_data=False)
+    program.save(path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def run_onnx(path: str, images: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+    """``path``'s output for ``images`` under ONNX Runtime on CPU (``threads`` intra-op threads)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: images.cpu().numpy()})[0])
+
+
+@torch.no_grad()
+def export_torchscript(model: nn.Module, path: str, resolution: int = 224) -> str:
+    """Write ``model`` (eval mode) as TorchScript traced at (2, 3, R, R) (``torch.jit.script`` is
+    deprecated; the networks have no data-dependent control flow, so the trace holds for any batch);
+    ``torch.jit.load(path)`` runs it without this package."""
+    traced = torch.jit.trace(model.eval(), _example(model, 2, resolution), check_trace=False)
+    traced.save(path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return path

@@ -77,9 +77,10 @@ def test_command_prints_one_error_line(subprocess_runs, command, fragment):
     assert_one_error_line(*subprocess_runs[command], fragment)
 
 
-def test_train_net_without_detectron2_says_so():
-    code = ("import runpy, sys; sys.modules['detectron2'] = None; sys.argv = ['tools/train_net.py']; "
-            "runpy.run_path('tools/train_net.py', run_name='__main__')")
+@pytest.mark.parametrize("tool", ["train_net", "draw_predictions"])
+def test_detectron2_tool_without_detectron2_says_so(tool):
+    code = (f"import runpy, sys; sys.modules['detectron2'] = None; sys.argv = ['tools/{tool}.py']; "
+            f"runpy.run_path('tools/{tool}.py', run_name='__main__')")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert_one_error_line(result.returncode, result.stderr, "needs detectron2")
 

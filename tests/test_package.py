@@ -15,7 +15,8 @@ def test_core_imports_without_detectron2():
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("module", ["dspnet_d2.d2.backbone", "dspnet_d2.d2.checkpoint"])
+@pytest.mark.parametrize("module", ["dspnet_d2.d2.backbone", "dspnet_d2.d2.checkpoint", "dspnet_d2.d2.train",
+                                    "dspnet_d2.d2.visualize"])
 def test_detectron2_parts_say_how_to_install_it(module):
     code = BLOCK_DETECTRON2 + "import dspnet_d2.d2.config; import " + module
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -26,17 +26,21 @@ def test_report_table_csv_plot_and_missing_runs(tmp_path):
                                                     for n in ("AP", "AP50", "AP75")}])
     _run_dir(tmp_path / "c", "mbv3_w0.75", metrics=[{"iteration": 10, "total_loss": 1.0}])  # unfinished
     _run_dir(tmp_path / "d", "mbv3_w0.5", results=_coco(28.0))
+    # COCOEvaluator's result for a model without a single detection: NaN bbox AP, no segm
+    _run_dir(tmp_path / "e", "mbv3_w1.0", results={"bbox": {"AP": float("nan"), "AP50": float("nan")}})
     out = tmp_path / "report"
     result = subprocess.run([sys.executable, "tools/report.py", f"DSPNet={tmp_path / 'a'}", f"DSPNet={tmp_path / 'b'}",
-                             f"DSPNet={tmp_path / 'c'}", f"BYOL={tmp_path / 'd'}", str(tmp_path / "nothing"),
+                             f"DSPNet={tmp_path / 'c'}", f"BYOL={tmp_path / 'd'}", f"BYOL={tmp_path / 'e'}",
+                             str(tmp_path / "nothing"),
                              "-o", str(out)], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     table = (out / "detection.md").read_text()
     assert "| DSPNet | mbv3_w0.5 | 1.73 |" not in table  # backbone only: no classifier
     assert "| DSPNet | mbv3_w0.5 |" in table and "| 30.0 | 50.0 | 32.0 | 30.0 | 50.0 | 32.0 |" in table
     assert "| DSPNet | mbv3_w1.0 |" in table and "| BYOL | mbv3_w0.5 |" in table
+    assert "| BYOL | mbv3_w1.0 (no detections) | 2.97 | 224 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 |" in table
     assert "Missing or unfinished runs:" in table
     assert f"{tmp_path / 'c'} (no final COCO metrics)" in table and f"{tmp_path / 'nothing'} (no config)" in table
     lines = (out / "detection.csv").read_text().splitlines()
-    assert lines[0].startswith("series,dn,params,flops,bbox/AP") and len(lines) == 4
+    assert lines[0].startswith("series,dn,params,flops,bbox/AP") and len(lines) == 5
     assert (out / "detection.png").read_bytes()[:4] == b"\x89PNG"

@@ -18,13 +18,13 @@ that it keeps the shared ones (``--no-bn-recalibration``). Exported DNs carry th
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from dspnet_d2.convert import dn_backbone_state, save_d2_pkl, supernet_backbone_state, to_d2_model
 from dspnet_d2.dn import parse_dn
 from dspnet_d2.errors import cli_main
-from dspnet_d2.weights import PRETRAIN_FORMAT, read_source, static_dn
+from dspnet_d2.weights import PRETRAIN_FORMAT, SUPERVISED_FORMAT, read_source, static_dn
+from pretrain.recalibration import add_recalibration_args, check_recalibration_args, recalibrate_from_args
 
 
 def main(argv=None) -> int:
@@ -33,17 +33,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dn", default=None, help="the DN to convert (default: the exported DN's own)")
     parser.add_argument("--supernet", action="store_true", help="write every DN of a pretraining checkpoint")
     parser.add_argument("-o", "--output", required=True, help="output .pkl")
-    calibration = parser.add_argument_group("BN recalibration of a per-DN .pkl")
-    calibration.add_argument("--data-root", help="ImageFolder root holding <split>/<class>/<image>")
-    calibration.add_argument("--split", default="train", help="the training images' sub-folder (default: train)")
-    calibration.add_argument("--no-bn-recalibration", action="store_true",
-                             help="keep a pretraining checkpoint's shared BN statistics")
-    calibration.add_argument("--batches", type=int, default=100, help="batches of center crops (default: 100)")
-    calibration.add_argument("--batch-size", type=int, default=256)
-    calibration.add_argument("--resolution", type=int, default=None,
-                             help="crop size (default: the family's evaluation resolution, 224)")
-    calibration.add_argument("--resize-ratio", type=float, default=0.875)
-    calibration.add_argument("--seed", type=int, default=0, help="seed of the image sample (default: 0)")
+    add_recalibration_args(parser)
     args = parser.parse_args(argv)
     weights, dns, kind = read_source(args.source)
     if args.supernet:
@@ -61,18 +51,11 @@ def main(argv=None) -> int:
         dn = parse_dn(args.dn)
         if dns is not None and not any(dn.fits_in(d) for d in dns):
             parser.error(f"DN {dn} is not in {args.source} (its DNs: {', '.join(map(str, dns))})")
-    if kind == PRETRAIN_FORMAT and not (args.data_root or args.no_bn_recalibration):
-        parser.error("a per-DN .pkl of a pretraining checkpoint needs --data-root to recalibrate the DN's BN "
-                     "statistics (all DNs share them in the supernet), or --no-bn-recalibration to keep them")
+    check_recalibration_args(parser, args, shares_bn=kind in (PRETRAIN_FORMAT, SUPERVISED_FORMAT))
     note = ""
     if args.data_root and not args.no_bn_recalibration:
-        from pretrain.data import ImageFolderIO
-        from pretrain.recalibration import recalibrate_on_images
-
         model = static_dn(weights, dn)
-        info = recalibrate_on_images(model, ImageFolderIO(os.path.join(args.data_root, args.split)),
-                                     args.resolution or dn.info.eval_resolution, args.batch_size, args.batches,
-                                     args.seed, resize_ratio=args.resize_ratio)
+        info = recalibrate_from_args(model, dn, args)
         weights = model.state_dict()
         note = f", BN recalibrated on {info['images']} images at {info['resolution']} px (seed {info['seed']})"
     state = dn_backbone_state(weights, dn)

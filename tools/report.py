@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import sys
 
@@ -22,7 +23,7 @@ from dspnet_d2.complexity import dn_complexity
 from dspnet_d2.errors import cli_main
 
 METRICS = [("bbox", "AP"), ("bbox", "AP50"), ("bbox", "AP75"), ("segm", "AP"), ("segm", "AP50"), ("segm", "AP75")]
-COLUMNS = ["series", "dn", "params", "flops"] + [f"{task}/{name}" for task, name in METRICS] + ["run"]
+COLUMNS = ["series", "dn", "params", "flops"] + [f"{task}/{name}" for task, name in METRICS] + ["no_detections", "run"]
 
 
 def read_run(path: str) -> tuple[str | None, dict | None]:
@@ -37,6 +38,10 @@ def read_run(path: str) -> tuple[str | None, dict | None]:
         with open(final) as f:
             data = json.load(f)
         flat = {f"{task}/{name}": value for task, values in data["results"].items() for name, value in values.items()}
+        # detectron2's COCOEvaluator reports NaN (bbox) and nothing (segm) for a model without a single
+        # detection; its AP is 0 (no recall), and the table marks it
+        if any(not math.isfinite(flat.get(f"{task}/AP", math.nan)) for task in ("bbox", "segm")):
+            flat = {f"{t}/{n}": 0.0 for t, n in METRICS} | {"no_detections": True}
         return data.get("dn", dn), flat
     metrics = os.path.join(path, "metrics.json")
     if os.path.exists(metrics):
@@ -57,6 +62,7 @@ def collect(args: list[str]) -> tuple[list[dict], list[str]]:
             continue
         size = dn_complexity(dn)
         rows.append({"series": series, "dn": dn, "params": size["params"], "flops": size["flops"], "run": path,
+                     "no_detections": metrics.get("no_detections", False),
                      **{f"{t}/{n}": metrics[f"{t}/{n}"] for t, n in METRICS}})
     rows.sort(key=lambda r: (r["series"], r["flops"]))
     return rows, missing
@@ -72,7 +78,8 @@ def write(rows: list[dict], missing: list[str], out: str) -> None:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         values = " | ".join(f"{r[f'{t}/{n}']:.1f}" for t, n in METRICS)
-        lines.append(f"| {r['series']} | {r['dn']} | {r['params'] / 1e6:.2f} | {r['flops'] / 1e6:.0f} | {values} |")
+        dn = f"{r['dn']} (no detections)" if r["no_detections"] else r["dn"]
+        lines.append(f"| {r['series']} | {dn} | {r['params'] / 1e6:.2f} | {r['flops'] / 1e6:.0f} | {values} |")
     if missing:
         lines += ["", "Missing or unfinished runs:"] + [f"- {m}" for m in missing]
     with open(os.path.join(out, "detection.md"), "w") as f:

@@ -68,8 +68,12 @@ _C.SEED = 0
 _C.DEVICE = "auto"
 
 
+def get_eval_cfg() -> CN:
+    return _C.clone()
+
+
 def load_eval_cfg(config_file: str | None = None, opts: list[str] | None = None) -> CN:
-    cfg = merge_cfg(_C.clone(), config_file, opts, "pretrain/eval/config.py")
+    cfg = merge_cfg(get_eval_cfg(), config_file, opts, "pretrain/eval/config.py")
     if cfg.PROTOCOL not in PROTOCOLS:
         raise InvalidInputError(f"PROTOCOL must be one of {PROTOCOLS}, got {cfg.PROTOCOL!r}")
     if not cfg.PRETRAINED and not cfg.BASELINES:

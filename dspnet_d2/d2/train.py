@@ -1,0 +1,112 @@
+"""Mask R-CNN training and evaluation with a DN backbone: the trainer, the demo datasets and the command's
+``main``, shared by ``tools/train_net.py`` and ``tools/pipeline.py`` (needs detectron2)."""
+from __future__ import annotations
+
+import json
+import os
+import weakref
+from pathlib import Path
+
+from . import require_detectron2
+
+require_detectron2(__name__)
+
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.data.datasets import register_coco_instances  # noqa: E402
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, hooks, launch  # noqa: E402
+from detectron2.evaluation import COCOEvaluator  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
+
+from ..errors import MissingFileError  # noqa: E402
+from .checkpoint import DSPNetCheckpointer  # noqa: E402
+from .config import add_dspnet_config  # noqa: E402
+
+__all__ = ["Trainer", "register_demo", "load_config", "setup", "main", "argument_parser", "run"]
+
+DEMO_DATASETS = ("dspnet_demo_train", "dspnet_demo_val")
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer whose checkpointer can slice a DN out of a supernet .pkl."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.checkpointer = DSPNetCheckpointer(self.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        for hook in self._hooks:
+            if isinstance(hook, hooks.PeriodicCheckpointer):
+                hook.checkpointer = self.checkpointer
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return COCOEvaluator(dataset_name, output_dir=output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
+
+
+def register_demo(root: str) -> None:
+    """Register the demo COCO data under ``root`` (generated there first if missing) as
+    dspnet_demo_train / dspnet_demo_val."""
+    from detectron2.data import DatasetCatalog
+
+    from ..demo_data import make_demo_dataset
+
+    if DEMO_DATASETS[0] in DatasetCatalog.list():
+        return
+    marker = os.path.join(root, "DEMO_DATA.json")
+    if not (os.path.exists(marker) and json.loads(Path(marker).read_text()).get("complete")):
+        make_demo_dataset(root)  # a complete demo dataset of any size is used as it is
+    for name in DEMO_DATASETS:
+        split = name.rsplit("_", 1)[1]
+        register_coco_instances(name, {}, os.path.join(root, "coco", "annotations", f"instances_{split}.json"),
+                                os.path.join(root, "coco", split))
+
+
+def load_config(config_file: str, opts=()):
+    """detectron2's config with the MODEL.DSPNET node, merged with a file and ``KEY VALUE`` overrides."""
+    cfg = get_cfg()
+    add_dspnet_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def setup(args):
+    cfg = load_config(args.config_file, args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args) -> dict:
+    """Train (resuming with ``--resume``) or evaluate, then write OUTPUT_DIR/final_results.json."""
+    register_demo(args.demo_root)
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DSPNetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = Trainer.test(cfg, model)
+    else:
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        trainer.train()
+        # the EvalHook evaluated the final model already (DefaultTrainer keeps its results there)
+        results = getattr(trainer, "_last_eval_results", None) or Trainer.test(cfg, trainer.model)
+    if comm.is_main_process():
+        path = os.path.join(cfg.OUTPUT_DIR, "final_results.json")
+        with open(path + ".tmp", "w") as f:  # written last and whole: a finished run's marker
+            json.dump({"dn": cfg.MODEL.DSPNET.DN, "results": results}, f, indent=2)
+        os.replace(path + ".tmp", path)
+    return results
+
+
+def argument_parser():
+    parser = default_argument_parser()
+    parser.add_argument("--demo-root", default="datasets/demo", help="where the demo COCO data is (made if missing)")
+    return parser
+
+
+def run(args) -> None:
+    """``main`` on ``--num-gpus`` processes per machine (detectron2's launch)."""
+    # checked before the workers start, each of which would fail on it with a traceback
+    if not os.path.isfile(args.config_file):
+        raise MissingFileError(f"config file {args.config_file!r} does not exist")
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))

@@ -1,0 +1,144 @@
+"""Deployable DNs: ONNX (ONNX Runtime parity) and TorchScript (reloaded in a fresh process) for the smallest
+and largest DN of each family; every DN under ``-m deploy_sweep``; tools/export_dn.py."""
+import subprocess
+import sys
+
+import pytest
+import torch
+import torchvision
+
+from dspnet_d2 import build_supernet, export_dn
+from dspnet_d2.dn import DN_SETS
+from dspnet_d2.errors import cli_main
+from dspnet_d2.export import export_onnx, export_torchscript, load_dn_model, run_onnx
+from dspnet_d2.weights import save_dn_file
+
+from conftest import randomize_bn_stats
+
+ROOT = __file__.rsplit("/tests/", 1)[0]
+ATOL = RTOL = 1e-4
+EDGE_DNS = ["mbv3_w0.5", "mbv3_w1.0", "resnet_w1.0_d2222", "resnet_w1.5_d3463"]
+ALL_DNS = [str(dn) for name in ("mbv3_s5", "resnet_s9") for dn in DN_SETS[name]]
+RESOLUTION = 64  # strides up to 32: every stage sees a 2x2 map or more
+
+
+def deployable(dn: str, num_classes: int = 10) -> torch.nn.Module:
+    """An exported DN with a classifier and random, non-trivial BN statistics, in eval mode."""
+    torch.manual_seed(0)
+    supernet = build_supernet("mbv3_s5" if dn.startswith("mbv3") else "resnet_s9", num_classes=num_classes)
+    with torch.no_grad():
+        randomize_bn_stats(supernet)
+    return export_dn(supernet, dn).eval()
+
+
+def demo_images(count: int = 3) -> torch.Tensor:
+    """Normalised demo images (the embedded shapes, generated in memory), upsampled to RESOLUTION."""
+    from dspnet_d2.demo_data import CLASSES, classification_sample
+
+    images = [torch.from_numpy(classification_sample(CLASSES[i], i, "val")[0].copy()).permute(2, 0, 1).float() / 255
+              for i in range(count)]
+    batch = torch.nn.functional.interpolate(torch.stack(images), size=RESOLUTION, mode="bilinear")
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    return (batch - mean) / std
+
+
+def check_onnx(dn, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the deploy extra: pip install -e '.[deploy]'")
+    model = deployable(dn)
+    path = export_onnx(model, str(tmp_path / f"{dn}.onnx"), RESOLUTION, dynamic_batch=True)
+    for images in (torch.randn(1, 3, RESOLUTION, RESOLUTION), torch.randn(4, 3, RESOLUTION, RESOLUTION), demo_images()):
+        with torch.no_grad():
+            expected = model(images)
+        got = run_onnx(path, images)
+        assert got.shape == expected.shape == (len(images), 10)
+        torch.testing.assert_close(got, expected, atol=ATOL, rtol=RTOL)
+
+
+def check_torchscript(dn, tmp_path):
+    model = deployable(dn)
+    path = export_torchscript(model, str(tmp_path / f"{dn}.pt"), RESOLUTION)
+    images = torch.cat([torch.randn(2, 3, RESOLUTION, RESOLUTION), demo_images()])
+    with torch.no_grad():
+        expected = model(images)
+    torch.save({"images": images, "expected": expected}, tmp_path / "io.pt")
+    code = ("import sys, torch; m = torch.jit.load(sys.argv[1]); io = torch.load(sys.argv[2]); "
+            "out = m(io['images']); torch.testing.assert_close(out, io['expected'], atol=1e-5, rtol=1e-5); "
+            "print('same', tuple(out.shape))")  # a fresh process, nothing imported from this package
+    result = subprocess.run([sys.executable, "-c", code, path, str(tmp_path / "io.pt")], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and "same (5, 10)" in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("dn", EDGE_DNS)
+def test_onnx_equals_pytorch_under_onnxruntime(dn, tmp_path):
+    check_onnx(dn, tmp_path)
+
+
+@pytest.mark.parametrize("dn", EDGE_DNS)
+def test_torchscript_reloaded_in_a_fresh_process_equals_pytorch(dn, tmp_path):
+    check_torchscript(dn, tmp_path)
+
+
+@pytest.mark.deploy_sweep
+@pytest.mark.parametrize("dn", ALL_DNS)
+def test_every_dn_exports_to_onnx_and_torchscript(dn, tmp_path):
+    check_onnx(dn, tmp_path)
+    check_torchscript(dn, tmp_path)
+
+
+def test_load_dn_model_keeps_the_classifier_of_a_file_that_has_one(tmp_path):
+    model = deployable("mbv3_w0.75", num_classes=7)
+    save_dn_file(str(tmp_path / "dn.pth"), "mbv3_w0.75", model.state_dict())
+    loaded, dn = load_dn_model(str(tmp_path / "dn.pth"))
+    assert str(dn) == "mbv3_w0.75" and not loaded.training
+    images = torch.randn(2, 3, RESOLUTION, RESOLUTION)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), model(images), atol=0, rtol=0)
+    encoder, _ = load_dn_model(str(tmp_path / "dn.pth"), classifier=False)
+    assert encoder(images).shape == (2, 720)  # 960 x 0.75: the pooled features
+    torchvision.models.mobilenet_v3_large(width_mult=0.75, num_classes=7).load_state_dict(loaded.state_dict())
+
+
+def run_export(args, capsys):
+    sys.path.insert(0, f"{ROOT}/tools")
+    import export_dn
+
+    code = cli_main(lambda: export_dn.main([str(a) for a in args]))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "state_dict"])
+def test_export_dn_command_writes_a_checked_file(fmt, tmp_path, capsys):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime", reason="the deploy extra: pip install -e '.[deploy]'")
+    model = deployable("resnet18", num_classes=5)
+    save_dn_file(str(tmp_path / "resnet18.pth"), "resnet18", model.state_dict())
+    out = tmp_path / f"resnet18.{fmt}"
+    code, stdout, err = run_export([tmp_path / "resnet18.pth", "--format", fmt, "--resolution", RESOLUTION,
+                                    "--dynamic-batch", "-o", out], capsys)
+    assert code == 0, err
+    images = torch.randn(3, 3, RESOLUTION, RESOLUTION)
+    with torch.no_grad():
+        expected = model(images)
+    if fmt == "onnx":
+        assert "max |onnx - PyTorch|" in stdout
+        torch.testing.assert_close(run_onnx(str(out), images), expected, atol=ATOL, rtol=RTOL)
+    elif fmt == "torchscript":
+        torch.testing.assert_close(torch.jit.load(str(out))(images), expected, atol=1e-5, rtol=1e-5)
+    else:
+        state = torch.load(out, weights_only=True)["state_dict"]
+        tv = torchvision.models.resnet18(num_classes=5).eval()
+        tv.load_state_dict(state, strict=True)
+        torch.testing.assert_close(tv(images), expected, atol=0, rtol=0)
+
+
+def test_export_dn_command_refuses_what_it_cannot_do(tmp_path, capsys, monkeypatch):
+    save_dn_file(str(tmp_path / "w.pth"), "mbv3_w0.5", deployable("mbv3_w0.5").state_dict())
+    code, _, err = run_export([tmp_path / "w.pth", "--dn", "mbv3_w1.0", "--format", "onnx", "-o", tmp_path / "x"], capsys)
+    assert code == 2 and "DN mbv3_w1.0 is not in" in err
+    code, _, err = run_export([tmp_path / "nowhere.pth", "--format", "onnx", "-o", tmp_path / "x"], capsys)
+    assert code == 2 and err.startswith("error:")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # the deploy extra not installed
+    code, _, err = run_export([tmp_path / "w.pth", "--format", "onnx", "-o", tmp_path / "x"], capsys)
+    assert code == 2 and 'pip install -e ".[deploy]"' in err

@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""Draw Mask R-CNN predictions of finished runs side by side (detectron2's Visualizer), as one PNG.
+
+    python tools/draw_predictions.py random=output/detection/random_mbv3_w0.5 \\
+        DSPNet=output/detection/dspnet_mbv3_w0.5 --dataset dspnet_demo_val -n 4 -o mbv3_w0.5.png
+
+A row per val image (the dataset's first N), the ground truth and then a column per run (tools/train_net.py
+OUTPUT_DIRs with config.yaml and model_final.pth). Needs detectron2 and OpenCV.
+"""
+import argparse
+import sys
+
+from dspnet_d2.errors import InvalidInputError, cli_main
+
+try:
+    from dspnet_d2.d2.train import register_demo
+    from dspnet_d2.d2.visualize import draw_runs
+except ImportError as err:  # reported as the other commands report a user's mistake
+    print(f"error: tools/draw_predictions.py: {err} (the pictures also need OpenCV: "
+          "pip install opencv-python-headless)", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="TITLE=run directory")
+    parser.add_argument("--dataset", default="dspnet_demo_val", help="a registered detectron2 dataset")
+    parser.add_argument("--demo-root", default="datasets/demo", help="the demo data (registered when the dataset is)")
+    parser.add_argument("-n", "--num-images", type=int, default=4)
+    parser.add_argument("--score-threshold", type=float, default=0.5, help="predictions below it are not drawn")
+    parser.add_argument("-o", "--output", required=True, help="the PNG to write")
+    args = parser.parse_args(argv)
+    runs = dict(arg.split("=", 1) if "=" in arg else (arg, arg) for arg in args.runs)
+    if args.num_images < 1:
+        raise InvalidInputError(f"-n must be at least 1, got {args.num_images}")
+    if args.dataset.startswith("dspnet_demo_"):
+        register_demo(args.demo_root)
+    from detectron2.data import DatasetCatalog
+
+    if args.dataset not in DatasetCatalog.list():
+        raise InvalidInputError(f"dataset {args.dataset!r} is not registered in detectron2")
+    names = draw_runs(runs, args.dataset, args.num_images, args.output, args.score_threshold)
+    print(f"wrote {args.output}: {len(names)} images of {args.dataset} x (ground truth, {', '.join(runs)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(main))

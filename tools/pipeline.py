@@ -1,0 +1,343 @@
+#!/usr/bin/env python
+"""From images to an AP table in one command: the paper's whole story, stage by stage.
+
+    python tools/pipeline.py --config-file configs/pipeline/demo.yaml [KEY VALUE ...]
+
+  1. pretrain   DSPNet pretraining (python -m pretrain)
+  2. knn        kNN top-1 of every DN: pretrained, the weights the run started from, random inits
+  3. convert    the supernet to one detectron2 .pkl holding every DN (tools/convert_to_d2.py)
+  4. detection  Mask R-CNN for each DN of DETECTION.DNS, from the DSPNet weights and from random init
+                (tools/train_net.py: dspnet_d2.d2.train's trainer)
+  5. ap_table   the AP^bb / AP^mk table and plot of both series (tools/report.py)
+  6. pictures   detectron2's Visualizer on val images, every model next to the ground truth, one PNG a DN
+  7. report     OUTPUT_DIR/report.md: every table and picture, and each stage's time
+
+Each stage is one of the package's commands, run as a child process; the pipeline prints it first, so
+any stage can also be launched by hand (the LAUNCHER / NUM_GPUS keys put torchrun or --num-gpus in
+front). Running the same command again skips the finished stages and resumes an interrupted one where
+it stopped (each command resumes from its own checkpoints). Without detectron2, stages 1-3 run, and the
+summary says which stages were skipped and why; the exit status is still 0.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from fvcore.common.config import CfgNode as CN
+
+from dspnet_d2.dn import largest_dn, parse_dn, smallest_dn
+from dspnet_d2.errors import ExistingFileError, InvalidInputError, MissingFileError, UserError, cli_main
+from pretrain.checkpoint import latest_checkpoint
+from pretrain.config import load_cfg, merge_cfg, parse_dns
+from pretrain.eval.config import get_eval_cfg
+
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, TOOLS)
+from pipeline_report import SERIES, write_report  # noqa: E402
+
+_C = CN()
+_C.OUTPUT_DIR = "output/pipeline"  # every stage writes under it; pipeline_state.json records the stages
+_C.DEMO_DATA = ""  # generate the embedded demo data at this root first ("" = the datasets exist)
+
+_C.PRETRAIN = CN()
+_C.PRETRAIN.CONFIG_FILE = "configs/pretrain/demo.yaml"  # the pretraining recipe (python -m pretrain)
+_C.PRETRAIN.OPTS = []  # its KEY VALUE overrides; its OUTPUT_DIR is <OUTPUT_DIR>/pretrain
+_C.PRETRAIN.LAUNCHER = ""  # replaces "python" in front of "-m pretrain", e.g. "torchrun --nproc_per_node 8"
+
+_C.KNN = CN()
+_C.KNN.CONFIG_FILE = "configs/eval/demo_knn.yaml"  # the kNN protocol (python -m pretrain.eval), DNS all
+_C.KNN.OPTS = []  # its KEY VALUE overrides; its OUTPUT_DIR is <OUTPUT_DIR>/knn
+_C.KNN.LAUNCHER = ""  # as PRETRAIN.LAUNCHER
+
+_C.DETECTION = CN()
+_C.DETECTION.CONFIG_FILE = "configs/detection/mask_rcnn_demo.yaml"  # tools/train_net.py's config
+_C.DETECTION.DNS = []  # DNs to train Mask R-CNN for; [] = the smallest and the largest pretrained DN
+_C.DETECTION.INITS = ["dspnet", "random"]  # dspnet: the converted supernet .pkl; random: no weights
+_C.DETECTION.OPTS = []  # KEY VALUE overrides of every run; each run's OUTPUT_DIR is detection/<init>_<dn>
+_C.DETECTION.NUM_GPUS = 1  # tools/train_net.py --num-gpus
+_C.DETECTION.DEMO_ROOT = "datasets/demo"  # tools/train_net.py --demo-root (the demo COCO datasets)
+
+_C.PICTURES = CN()
+_C.PICTURES.DATASET = "dspnet_demo_val"  # a registered detectron2 dataset (coco_2017_val for COCO)
+_C.PICTURES.NUM_IMAGES = 4  # its first images, one row each
+_C.PICTURES.SCORE_THRESHOLD = 0.5  # predictions below it are not drawn
+
+STAGES = {  # name -> what it does, in order
+    "pretrain": "DSPNet pretraining",
+    "knn": "kNN top-1 of every DN (pretrained, initial weights, random inits)",
+    "convert": "the supernet to one detectron2 .pkl",
+    "detection": "Mask R-CNN per DN, from DSPNet weights and from random init",
+    "ap_table": "the AP^bb / AP^mk table and plot",
+    "pictures": "predictions on val images, side by side",
+    "report": "report.md",
+}
+INITS = tuple(SERIES)
+CHEAP_STAGES = ("ap_table", "pictures")  # redone, not refused, when their configuration changed
+STATE_FILE = "pipeline_state.json"
+
+
+def load_pipeline_cfg(config_file: str, opts) -> CN:
+    cfg = merge_cfg(_C.clone(), config_file, opts, "tools/pipeline.py")
+    for key in ("PRETRAIN", "KNN", "DETECTION"):
+        if len(cfg[key].OPTS) % 2:
+            raise InvalidInputError(f"{key}.OPTS must be KEY VALUE pairs, got {list(cfg[key].OPTS)}")
+        if not os.path.isfile(cfg[key].CONFIG_FILE):
+            raise MissingFileError(f"{key}.CONFIG_FILE {cfg[key].CONFIG_FILE!r} does not exist")
+    bad = [i for i in cfg.DETECTION.INITS if i not in INITS]
+    if bad or not cfg.DETECTION.INITS:
+        raise InvalidInputError(f"DETECTION.INITS must be some of {list(INITS)}, got {list(cfg.DETECTION.INITS)}")
+    if cfg.PICTURES.NUM_IMAGES < 0:
+        raise InvalidInputError(f"PICTURES.NUM_IMAGES must be >= 0, got {cfg.PICTURES.NUM_IMAGES}")
+    cfg.freeze()
+    return cfg
+
+
+def strings(opts) -> list[str]:
+    return [str(o) for o in opts]
+
+
+def detectron2_missing() -> str | None:
+    """Why the detectron2 stages cannot run here, or None."""
+    try:
+        import detectron2  # noqa: F401
+    except ImportError as err:
+        return f"detectron2 is not installed ({err}); see README's detectron2 section"
+    return None
+
+
+def opencv_missing() -> str | None:
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        return "detectron2's Visualizer needs OpenCV: pip install opencv-python-headless"
+    return None
+
+
+class Pipeline:
+    stages = STAGES
+
+    def __init__(self, cfg, config_file: str):
+        self.cfg, self.config_file, self.out = cfg, config_file, cfg.OUTPUT_DIR
+        # the pretraining recipe decides the DNs; loading it here also checks its keys before anything runs
+        self.pretrain_cfg = load_cfg(cfg.PRETRAIN.CONFIG_FILE, strings(cfg.PRETRAIN.OPTS))
+        merge_cfg(get_eval_cfg(), cfg.KNN.CONFIG_FILE, strings(cfg.KNN.OPTS), "pretrain/eval/config.py")
+        self.dns = parse_dns(self.pretrain_cfg.MODEL.DNS)
+        self.detection_dns = self._detection_dns()
+        self.paths = {"pretrain": os.path.join(self.out, "pretrain"), "knn": os.path.join(self.out, "knn"),
+                      "pkl": os.path.join(self.out, "dspnet_supernet.pkl"), "ap_table": os.path.join(self.out, "ap"),
+                      "pictures": os.path.join(self.out, "pictures"), "report": os.path.join(self.out, "report.md")}
+        self.state_path = os.path.join(self.out, STATE_FILE)
+        self.state = self._load_state()
+        self.summary: dict[str, str] = {}
+
+    def _detection_dns(self) -> list[str]:
+        if not self.cfg.DETECTION.DNS:
+            return list(dict.fromkeys([str(smallest_dn(self.dns)), str(largest_dn(self.dns))]))
+        chosen = [parse_dn(d) for d in self.cfg.DETECTION.DNS]
+        outside = [str(d) for d in chosen if d not in self.dns]
+        if outside:
+            raise InvalidInputError(f"DETECTION.DNS {outside} are not pretrained by {self.cfg.PRETRAIN.CONFIG_FILE} "
+                                    f"(its DNs: {', '.join(map(str, self.dns))})")
+        return list(dict.fromkeys(map(str, chosen)))
+
+    # -- the state of the stages: what ran, with which configuration, done or not, and how long ----------
+    def _load_state(self) -> dict:
+        if not os.path.exists(self.state_path):
+            if os.path.isdir(self.out) and os.listdir(self.out):
+                raise ExistingFileError(f"OUTPUT_DIR {self.out!r} holds files but no {STATE_FILE}: it is not a "
+                                        "pipeline's folder; choose another OUTPUT_DIR")
+            return {}
+        with open(self.state_path) as f:
+            return json.load(f)
+
+    def _save_state(self) -> None:
+        os.makedirs(self.out, exist_ok=True)
+        with open(self.state_path + ".tmp", "w") as f:
+            json.dump(self.state, f, indent=2)
+        os.replace(self.state_path + ".tmp", self.state_path)
+
+    def fingerprint(self, *keys: str) -> str:
+        """The configuration a stage's outputs depend on (launchers and GPU counts do not change them)."""
+        parts = {key: self.cfg[key] for key in keys}
+        if "DETECTION" in parts:
+            parts["DETECTION"] = {k: v for k, v in parts["DETECTION"].items() if k not in ("DNS", "INITS", "NUM_GPUS")}
+        return json.dumps(parts, sort_keys=True, default=str)
+
+    def fingerprints(self) -> dict[str, str]:
+        """Every stage's (and detection run's) fingerprint, by its name in the state."""
+        pretrained = self.fingerprint("DEMO_DATA", "PRETRAIN")
+        found = {"pretrain": pretrained, "knn": self.fingerprint("DEMO_DATA", "PRETRAIN", "KNN"), "convert": pretrained}
+        for init, dn in self.detection_runs():
+            found[f"detection/{init}_{dn}"] = self.fingerprint("DEMO_DATA", "PRETRAIN", "DETECTION")
+        runs = json.dumps(sorted(self.detection_runs().values()))
+        found["ap_table"] = self.fingerprint("DETECTION") + runs
+        found["pictures"] = self.fingerprint("DETECTION", "PICTURES") + runs
+        return found
+
+    def check_state(self) -> None:
+        """Refuse an OUTPUT_DIR whose finished or started stages ran with another configuration, before
+        anything is written; the cheap stages (table, pictures) are just redone."""
+        for name, fingerprint in self.fingerprints().items():
+            entry = self.state.get(name)
+            if entry is not None and entry["fingerprint"] != fingerprint:
+                if name not in CHEAP_STAGES:
+                    raise ExistingFileError(f"{self.out} holds stage {name!r} of another configuration (its command "
+                                            f"is in {STATE_FILE}); use a new OUTPUT_DIR, or delete it to start again")
+                del self.state[name]
+
+    def execute(self, name: str, commands: list[list[str]], outputs: list[str]) -> str:
+        """Run ``commands`` unless stage ``name`` is done with its outputs there; returns its status."""
+        entry = self.state.get(name)
+        if entry is not None and entry.get("done") and all(os.path.exists(p) for p in outputs):
+            return "done before, skipped"
+        entry = self.state.setdefault(name, {"fingerprint": self.fingerprints()[name], "attempts": 0})
+        entry.update(attempts=entry["attempts"] + 1, done=False, commands=[shlex.join(c) for c in commands])
+        self._save_state()
+        start = time.perf_counter()
+        for command in commands:
+            print(f"$ {shlex.join(command)}", flush=True)
+            status = subprocess.call(command)
+            if status != 0:
+                raise StageFailed(f"stage {name} failed (exit status {status}) running: {shlex.join(command)}. "
+                                  "Fix the cause and run the pipeline again: it resumes this stage")
+        entry.update(done=True, seconds=round(time.perf_counter() - start, 1), finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+        self._save_state()
+        return "ran" + (" (resumed after an interruption)" if entry["attempts"] > 1 else "")
+
+    # -- the stages ------------------------------------------------------------------------------------
+    def python(self, launcher: str) -> list[str]:
+        return shlex.split(launcher) if launcher else [sys.executable]
+
+    def final_checkpoint(self) -> str:
+        path = latest_checkpoint(self.paths["pretrain"])
+        if path is None:
+            raise MissingFileError(f"no pretraining checkpoint in {self.paths['pretrain']}")
+        return path
+
+    def stage_pretrain(self) -> str:
+        if self.cfg.DEMO_DATA:
+            from dspnet_d2.demo_data import make_demo_dataset
+
+            make_demo_dataset(self.cfg.DEMO_DATA)  # returns at once when it is there
+        command = self.python(self.cfg.PRETRAIN.LAUNCHER) + [
+            "-m", "pretrain", "--config-file", self.cfg.PRETRAIN.CONFIG_FILE, *strings(self.cfg.PRETRAIN.OPTS),
+            "OUTPUT_DIR", self.paths["pretrain"]]
+        export = [os.path.join(self.paths["pretrain"], "export", f"{dn}.pth") for dn in self.dns]
+        return self.execute("pretrain", [command], export * bool(self.pretrain_cfg.EXPORT))
+
+    def stage_knn(self) -> str:
+        command = self.python(self.cfg.KNN.LAUNCHER) + [
+            "-m", "pretrain.eval", "--config-file", self.cfg.KNN.CONFIG_FILE, "PRETRAINED", self.final_checkpoint(),
+            "DNS", "all", *strings(self.cfg.KNN.OPTS), "OUTPUT_DIR", self.paths["knn"]]
+        return self.execute("knn", [command], [os.path.join(self.paths["knn"], "results.md")])
+
+    def stage_convert(self) -> str:
+        command = [sys.executable, os.path.join(TOOLS, "convert_to_d2.py"), self.final_checkpoint(), "--supernet",
+                   "-o", self.paths["pkl"]]
+        return self.execute("convert", [command], [self.paths["pkl"]])
+
+    def detection_runs(self) -> dict[tuple[str, str], str]:
+        """{(init, dn): run directory}, DN by DN."""
+        return {(init, dn): os.path.join(self.out, "detection", f"{init}_{dn}")
+                for dn in self.detection_dns for init in self.cfg.DETECTION.INITS}
+
+    def stage_detection(self) -> str:
+        from tqdm import tqdm
+
+        statuses = []
+        runs = self.detection_runs()
+        for (init, dn), run_dir in tqdm(runs.items(), desc="Mask R-CNN runs", unit="run", file=sys.stdout):
+            print(f"\n--- Mask R-CNN {dn}, {SERIES[init]} ---", flush=True)
+            command = [sys.executable, os.path.join(TOOLS, "train_net.py"), "--config-file",
+                       self.cfg.DETECTION.CONFIG_FILE, "--resume", "--num-gpus", str(self.cfg.DETECTION.NUM_GPUS),
+                       "--demo-root", self.cfg.DETECTION.DEMO_ROOT, *strings(self.cfg.DETECTION.OPTS),
+                       "MODEL.DSPNET.DN", dn, "MODEL.WEIGHTS", self.paths["pkl"] if init == "dspnet" else "",
+                       "OUTPUT_DIR", run_dir]
+            statuses.append(self.execute(f"detection/{init}_{dn}", [command], [os.path.join(run_dir, "final_results.json")]))
+        ran = sum(s.startswith("ran") for s in statuses)
+        return f"ran {ran} of {len(runs)} runs" if ran else "done before, skipped"
+
+    def stage_ap_table(self) -> str:
+        command = [sys.executable, os.path.join(TOOLS, "report.py"),
+                   *[f"{SERIES[init]}={d}" for (init, _), d in self.detection_runs().items()], "-o", self.paths["ap_table"]]
+        return self.execute("ap_table", [command], [os.path.join(self.paths["ap_table"], "detection.md")])
+
+    def stage_pictures(self) -> str:
+        if self.cfg.PICTURES.NUM_IMAGES == 0:
+            return "skipped: PICTURES.NUM_IMAGES is 0"
+        commands = []
+        for dn in self.detection_dns:
+            runs = [f"{SERIES[init]}={d}" for (init, d_dn), d in self.detection_runs().items() if d_dn == dn]
+            commands.append([sys.executable, os.path.join(TOOLS, "draw_predictions.py"), *runs, "--dataset",
+                             self.cfg.PICTURES.DATASET, "--demo-root", self.cfg.DETECTION.DEMO_ROOT, "-n",
+                             str(self.cfg.PICTURES.NUM_IMAGES), "--score-threshold", str(self.cfg.PICTURES.SCORE_THRESHOLD),
+                             "-o", self.picture(dn)])
+        return self.execute("pictures", commands, [self.picture(dn) for dn in self.detection_dns])
+
+    def picture(self, dn: str) -> str:
+        return os.path.join(self.paths["pictures"], f"{dn}.png")
+
+    # -- the run -----------------------------------------------------------------------------------------
+    def run(self) -> int:
+        self.check_state()
+        os.makedirs(self.out, exist_ok=True)
+        with open(os.path.join(self.out, "config.yaml"), "w") as f:
+            f.write(self.cfg.dump())
+        no_d2 = detectron2_missing()
+        needs = {"detection": no_d2, "ap_table": no_d2, "pictures": no_d2 or opencv_missing()}
+        for number, name in enumerate(STAGES, 1):
+            banner(number, name)
+            start = time.perf_counter()
+            if needs.get(name):
+                status = f"skipped: {needs[name]}"
+            elif name == "report":
+                write_report(self)
+                status = "written"
+            else:
+                status = getattr(self, f"stage_{name}")()
+            self.summary[name] = status
+            print(f"[{number}/{len(STAGES)}] {name}: {status} ({time.perf_counter() - start:.0f} s)", flush=True)
+        write_report(self)  # again, with the report stage's own status in it
+        print_summary(self)
+        return 0
+
+
+class StageFailed(UserError):
+    """A stage's command ended with an error; it has printed its own message above."""
+
+
+def banner(number: int, name: str) -> None:
+    line = "=" * 100
+    print(f"\n{line}\n[stage {number}/{len(STAGES)}] {name}: {STAGES[name]}"
+          f"\n{line}", flush=True)
+
+
+def print_summary(pipeline: Pipeline) -> None:
+    print("\n" + "=" * 100 + "\nsummary")
+    for number, name in enumerate(STAGES, 1):
+        seconds = pipeline.state.get(name, {}).get("seconds")
+        print(f"  {number}. {name:<10} {pipeline.summary.get(name, '')}"
+              + (f" [{seconds / 60:.1f} min]" if seconds is not None else ""))
+    for label, key in (("pretraining", "pretrain"), ("kNN", "knn"), ("detectron2 weights", "pkl"),
+                       ("AP table", "ap_table"), ("pictures", "pictures"), ("report", "report")):
+        if os.path.exists(pipeline.paths[key]):
+            print(f"  {label:<20} {pipeline.paths[key]}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, help="a pipeline under configs/pipeline/")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. DETECTION.DNS \"['mbv3_w1.0']\"")
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.config_file):
+        raise MissingFileError(f"config file {args.config_file!r} does not exist")
+    return Pipeline(load_pipeline_cfg(args.config_file, args.opts), args.config_file).run()
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(main))
