@@ -77,8 +77,9 @@ def setup(args):
 
 def main(args) -> dict:
     """Train (resuming with ``--resume``) or evaluate, then write OUTPUT_DIR/final_results.json."""
-    register_demo(args.demo_root)
     cfg = setup(args)
+    if any(name in DEMO_DATASETS for name in cfg.DATASETS.TRAIN + cfg.DATASETS.TEST):
+        register_demo(args.demo_root)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         DSPNetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)

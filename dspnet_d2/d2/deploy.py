@@ -1,0 +1,106 @@
+"""Mask R-CNN with a DN backbone as a deployable file, along detectron2's own path (its
+``tools/deploy/export_model.py``): the model wrapped in ``detectron2.export.TracingAdapter``, traced to
+TorchScript or exported to ONNX, and compared with the eager model on real images (needs detectron2)."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import require_detectron2
+
+require_detectron2(__name__)
+
+import detectron2.data.transforms as T  # noqa: E402
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
+from detectron2.data import detection_utils  # noqa: E402
+from detectron2.export import STABLE_ONNX_OPSET_VERSION, TracingAdapter  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
+
+__all__ = ["load_eval_model", "model_input", "tracing_adapter", "export_model", "eager_fields", "exported_fields",
+           "compare_fields", "FIELDS"]
+
+FIELDS = ("pred_boxes", "scores", "pred_classes", "pred_masks")  # what the parity check compares
+
+
+def load_eval_model(cfg) -> torch.nn.Module:
+    """``build_model`` with ``MODEL.WEIGHTS`` loaded, in eval mode (SyncBN in eval is plain BN)."""
+    model = build_model(cfg)
+    DetectionCheckpointer(model).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
+    return model.eval()
+
+
+def model_input(cfg, path: str) -> torch.Tensor:
+    """An image file as the model's input tensor (C, H, W), resized as the test loader resizes it."""
+    image = detection_utils.read_image(path, format=cfg.INPUT.FORMAT)
+    resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
+    image = resize.get_transform(image).apply_image(image)
+    return torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
+
+
+def _inference(model, inputs):
+    # detectron2's export_model: R-CNN outputs before the final resize to the original image size
+    return [{"instances": model.inference(inputs, do_postprocess=False)[0]}]
+
+
+def tracing_adapter(model, image: torch.Tensor) -> TracingAdapter:
+    return TracingAdapter(model, [{"image": image}], _inference)
+
+
+@torch.no_grad()
+def export_model(model, image: torch.Tensor, fmt: str, output_dir: str) -> tuple[str, TracingAdapter]:
+    """Trace ``model`` on ``image`` and write ``model.ts`` (TorchScript) or ``model.onnx`` (ONNX through the
+    TorchScript-based exporter at detectron2's STABLE_ONNX_OPSET_VERSION, the path detectron2 supports for
+    R-CNN; torch.export cannot capture its data-dependent proposal counts). Returns (path, adapter)."""
+    adapter = tracing_adapter(model, image)
+    os.makedirs(output_dir, exist_ok=True)
+    if fmt == "torchscript":
+        path = os.path.join(output_dir, "model.ts")
+        traced = torch.jit.trace(adapter, (image,), check_trace=False)
+        traced.save(path)
+    elif fmt == "onnx":
+        path = os.path.join(output_dir, "model.onnx")
+        torch.onnx.export(adapter, (image,), path, opset_version=STABLE_ONNX_OPSET_VERSION, dynamo=False)
+    else:
+        raise ValueError(f"format must be torchscript or onnx, got {fmt!r}")
+    return path, adapter
+
+
+def _fields(instances) -> dict[str, torch.Tensor]:
+    fields = instances.get_fields()
+    return {name: (fields[name].tensor if name == "pred_boxes" else fields[name]).detach().cpu() for name in FIELDS}
+
+
+@torch.no_grad()
+def eager_fields(model, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    return _fields(_inference(model, [{"image": image}])[0]["instances"])
+
+
+@torch.no_grad()
+def exported_fields(path: str, fmt: str, adapter: TracingAdapter, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The exported file's outputs for ``image``, rebuilt into Instances by the adapter's output schema."""
+    if fmt == "torchscript":
+        flat = torch.jit.load(path)(image)
+    else:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        flat = tuple(torch.from_numpy(a) for a in session.run(None, {session.get_inputs()[0].name: image.numpy()}))
+    return _fields(adapter.outputs_schema(flat)[0]["instances"])
+
+
+def compare_fields(expected: dict, got: dict, atol: float = 1e-3, rtol: float = 1e-3) -> dict[str, float]:
+    """Max |difference| per field; raises AssertionError when a field's shape or values differ."""
+    diffs = {}
+    for name in FIELDS:
+        a, b = expected[name], got[name]
+        if a.shape != b.shape:
+            raise AssertionError(f"{name}: exported shape {tuple(b.shape)} != eager {tuple(a.shape)}")
+        if name == "pred_classes":
+            if not torch.equal(a, b):
+                raise AssertionError("pred_classes differ")
+            diffs[name] = 0.0
+            continue
+        diffs[name] = (a.float() - b.float()).abs().max().item() if a.numel() else 0.0
+        torch.testing.assert_close(b.float(), a.float(), atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
+    return diffs

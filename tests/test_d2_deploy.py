@@ -1,0 +1,85 @@
+"""tools/export_d2.py: Mask R-CNN with a DN backbone through detectron2's TracingAdapter, checked against the
+eager model on demo images (needs detectron2)."""
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("detectron2")
+
+from dspnet_d2.d2.deploy import compare_fields, eager_fields, load_eval_model, model_input  # noqa: E402
+from dspnet_d2.d2.train import load_config, register_demo  # noqa: E402
+from dspnet_d2.demo_data import make_demo_dataset  # noqa: E402
+from dspnet_d2.errors import cli_main  # noqa: E402
+
+ROOT = __file__.rsplit("/tests/", 1)[0]
+CONFIG = f"{ROOT}/configs/detection/mask_rcnn_demo.yaml"
+# a low threshold: an untrained model's boxes all score about 1/9, so every image has detections to compare
+OPTS = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.05", "MODEL.DEVICE", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    root = make_demo_dataset(tmp_path_factory.mktemp("d2deploy") / "demo", train_per_class=1, val_per_class=1,
+                             coco_train_images=2, coco_val_images=3)
+    register_demo(str(root))
+    return root
+
+
+def trained_weights(dn: str, path) -> str:
+    """A Mask R-CNN of ``dn`` as a model_final.pth (random init, seeded: the parity check needs no training)."""
+    torch.manual_seed(0)
+    cfg = load_config(CONFIG, ["MODEL.DSPNET.DN", dn] + OPTS)
+    from detectron2.modeling import build_model
+
+    torch.save({"model": build_model(cfg).state_dict()}, path)
+    return str(path)
+
+
+def run_export(args, capsys):
+    sys.path.insert(0, f"{ROOT}/tools")
+    import export_d2
+
+    code = cli_main(lambda: export_d2.main([str(a) for a in args]))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dn", ["mbv3_w0.5", "resnet18"])
+def test_torchscript_export_equals_the_eager_model_on_demo_images(dn, demo_root, tmp_path, capsys):
+    weights = trained_weights(dn, tmp_path / "model_final.pth")
+    opts = ["MODEL.DSPNET.DN", dn, "MODEL.WEIGHTS", weights] + OPTS
+    code, out, err = run_export(["--config-file", CONFIG, "--format", "torchscript", "-o", tmp_path / "ts",
+                                 "--demo-root", demo_root, "--num-images", 3, *opts], capsys)
+    assert code == 0, err
+    assert "equal to the eager model on 3 images of dspnet_demo_val" in out
+    # independently of the adapter: every eager output tensor is among the traced model's outputs
+    cfg = load_config(CONFIG, opts)
+    model = load_eval_model(cfg)
+    from detectron2.data import DatasetCatalog
+
+    for record in DatasetCatalog.get("dspnet_demo_val"):
+        image = model_input(cfg, record["file_name"])
+        expected = eager_fields(model, image)
+        assert len(expected["scores"]) > 0
+        with torch.no_grad():
+            traced = torch.jit.load(str(tmp_path / "ts" / "model.ts"))(image)
+        for name, tensor in expected.items():
+            assert any(t.shape == tensor.shape and torch.allclose(t.float(), tensor.float(), atol=1e-3, rtol=1e-3)
+                       for t in traced), name
+
+
+def test_compare_fields_fails_on_a_different_output():
+    fields = {"pred_boxes": torch.rand(3, 4) * 100, "scores": torch.rand(3), "pred_classes": torch.tensor([0, 1, 2]),
+              "pred_masks": torch.rand(3, 1, 28, 28)}
+    assert compare_fields(fields, {k: v.clone() for k, v in fields.items()})["scores"] == 0.0
+    for name, change in (("pred_boxes", lambda t: t + 1), ("pred_classes", lambda t: t.flip(0)),
+                         ("pred_masks", lambda t: t[:2])):
+        with pytest.raises(AssertionError, match=name):
+            compare_fields(fields, {**fields, name: change(fields[name])})
+
+
+def test_export_d2_needs_the_trained_weights(demo_root, tmp_path, capsys):
+    code, _, err = run_export(["--config-file", CONFIG, "-o", tmp_path, "MODEL.WEIGHTS", tmp_path / "none.pth"], capsys)
+    assert code == 2 and "give the trained model_final.pth" in err
