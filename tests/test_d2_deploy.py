@@ -45,16 +45,30 @@ def run_export(args, capsys):
     return code, captured.out, captured.err
 
 
+def exported_outputs(path: str, fmt: str, image: torch.Tensor) -> list[torch.Tensor]:
+    """The exported file's flat outputs, run without the adapter."""
+    if fmt == "torchscript":
+        with torch.no_grad():
+            return list(torch.jit.load(path)(image))
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return [torch.from_numpy(a) for a in session.run(None, {session.get_inputs()[0].name: image.numpy()})]
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 @pytest.mark.parametrize("dn", ["mbv3_w0.5", "resnet18"])
-def test_torchscript_export_equals_the_eager_model_on_demo_images(dn, demo_root, tmp_path, capsys):
+def test_export_equals_the_eager_model_on_demo_images(dn, fmt, demo_root, tmp_path, capsys):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime", reason="the deploy extra: pip install -e '.[deploy]'")
     weights = trained_weights(dn, tmp_path / "model_final.pth")
     opts = ["MODEL.DSPNET.DN", dn, "MODEL.WEIGHTS", weights] + OPTS
-    code, out, err = run_export(["--config-file", CONFIG, "--format", "torchscript", "-o", tmp_path / "ts",
+    code, out, err = run_export(["--config-file", CONFIG, "--format", fmt, "-o", tmp_path / "out",
                                  "--demo-root", demo_root, "--num-images", 3, *opts], capsys)
     assert code == 0, err
     assert "equal to the eager model on 3 images of dspnet_demo_val" in out
-    # independently of the adapter: every eager output tensor is among the traced model's outputs
+    # independently of the adapter: every eager output tensor is among the exported model's outputs
     cfg = load_config(CONFIG, opts)
     model = load_eval_model(cfg)
     from detectron2.data import DatasetCatalog
@@ -63,8 +77,8 @@ def test_torchscript_export_equals_the_eager_model_on_demo_images(dn, demo_root,
         image = model_input(cfg, record["file_name"])
         expected = eager_fields(model, image)
         assert len(expected["scores"]) > 0
-        with torch.no_grad():
-            traced = torch.jit.load(str(tmp_path / "ts" / "model.ts"))(image)
+        traced = exported_outputs(str(tmp_path / "out" / ("model.ts" if fmt == "torchscript" else "model.onnx")), fmt,
+                                  image)
         for name, tensor in expected.items():
             assert any(t.shape == tensor.shape and torch.allclose(t.float(), tensor.float(), atol=1e-3, rtol=1e-3)
                        for t in traced), name

@@ -14,12 +14,15 @@ require_detectron2(__name__)
 import detectron2.data.transforms as T  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.data import detection_utils  # noqa: E402
-from detectron2.export import STABLE_ONNX_OPSET_VERSION, TracingAdapter  # noqa: E402
+from detectron2.export import TracingAdapter  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
 __all__ = ["load_eval_model", "model_input", "tracing_adapter", "export_model", "eager_fields", "exported_fields",
            "compare_fields", "FIELDS"]
 
+# detectron2's STABLE_ONNX_OPSET_VERSION is 11, whose RoiAlign has no half-pixel mode: ROIAlignV2 (aligned=True,
+# every R-CNN head here) then exports as the old, shifted RoiAlign and the scores change. Opset 16 has it.
+ONNX_OPSET = 16
 FIELDS = ("pred_boxes", "scores", "pred_classes", "pred_masks")  # what the parity check compares
 
 
@@ -60,7 +63,8 @@ def export_model(model, image: torch.Tensor, fmt: str, output_dir: str) -> tuple
         traced.save(path)
     elif fmt == "onnx":
         path = os.path.join(output_dir, "model.onnx")
-        torch.onnx.export(adapter, (image,), path, opset_version=STABLE_ONNX_OPSET_VERSION, dynamo=False)
+        torch.onnx.export(adapter, (image,), path, opset_version=ONNX_OPSET, dynamo=False)
+        model.eval()  # the exporter leaves the module in training mode
     else:
         raise ValueError(f"format must be torchscript or onnx, got {fmt!r}")
     return path, adapter
