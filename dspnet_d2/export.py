@@ -15,7 +15,7 @@ from .slim.base import Supernet
 from .weights import read_source, static_dn
 
 __all__ = ["export_dn", "recalibrate_bn", "seeded_subset", "load_dn_model", "export_onnx", "export_torchscript",
-           "run_onnx", "ONNX_OPSET"]
+           "export_program", "run_onnx", "ONNX_OPSET"]
 
 ONNX_OPSET = 18  # the dynamo exporter's default opset; every op of the two families has an ONNX Runtime kernel
 
@@ -94,6 +94,10 @@ def load_dn_model(source: str, dn: "str | DNSpec | None" = None, classifier: boo
     return static_dn(weights, dn, num_classes).eval(), dn
 
 
+def _batch_dim(dynamic_batch: bool):
+    return ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None  # by position
+
+
 def _example(model: nn.Module, batch: int, resolution: int) -> torch.Tensor:
     device = next(model.parameters()).device
     return torch.randn(batch, 3, resolution, resolution, generator=torch.Generator().manual_seed(0)).to(device)
@@ -106,9 +110,8 @@ def export_onnx(model: nn.Module, path: str, resolution: int = 224, dynamic_batc
     TorchScript-based exporter is deprecated), input ``images`` (N, 3, R, R), output ``output``; with
     ``dynamic_batch`` N is free. Needs the ``deploy`` extra (onnx, onnxscript)."""
     model = model.eval()
-    dynamic = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None  # by position
     program = torch.onnx.export(model, (_example(model, 2, resolution),), dynamo=True, opset_version=opset, verbose=False,
-                                input_names=["images"], output_names=["output"], dynamic_shapes=dynamic,
+                                input_names=["images"], output_names=["output"], dynamic_shapes=_batch_dim(dynamic_batch),
                                 external_data=False)
     program.save(path + ".tmp")
     os.replace(path + ".tmp", path)
@@ -133,5 +136,15 @@ def export_torchscript(model: nn.Module, path: str, resolution: int = 224) -> st
     ``torch.jit.load(path)`` runs it without this package."""
     traced = torch.jit.trace(model.eval(), _example(model, 2, resolution), check_trace=False)
     traced.save(path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+@torch.no_grad()
+def export_program(model: nn.Module, path: str, resolution: int = 224, dynamic_batch: bool = True) -> str:
+    """Write ``model`` (eval mode) as a ``torch.export`` program (.pt2), torch's successor of TorchScript;
+    ``torch.export.load(path).module()`` runs it without this package."""
+    program = torch.export.export(model.eval(), (_example(model, 2, resolution),), dynamic_shapes=_batch_dim(dynamic_batch))
+    torch.export.save(program, path + ".tmp")
     os.replace(path + ".tmp", path)
     return path

@@ -108,7 +108,7 @@ def run_export(args, capsys):
     return code, captured.out, captured.err
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "state_dict"])
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2", "state_dict"])
 def test_export_dn_command_writes_a_checked_file(fmt, tmp_path, capsys):
     if fmt == "onnx":
         pytest.importorskip("onnxruntime", reason="the deploy extra: pip install -e '.[deploy]'")
@@ -126,6 +126,8 @@ def test_export_dn_command_writes_a_checked_file(fmt, tmp_path, capsys):
         torch.testing.assert_close(run_onnx(str(out), images), expected, atol=ATOL, rtol=RTOL)
     elif fmt == "torchscript":
         torch.testing.assert_close(torch.jit.load(str(out))(images), expected, atol=1e-5, rtol=1e-5)
+    elif fmt == "pt2":
+        torch.testing.assert_close(torch.export.load(str(out)).module()(images), expected, atol=1e-5, rtol=1e-5)
     else:
         state = torch.load(out, weights_only=True)["state_dict"]
         tv = torchvision.models.resnet18(num_classes=5).eval()

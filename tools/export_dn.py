@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Write one DN as a deployable file: ONNX, TorchScript or a torchvision state_dict.
+"""Write one DN as a deployable file: ONNX, TorchScript, a torch.export program (.pt2) or a torchvision
+state_dict.
 
     python tools/export_dn.py output/demo/export/mbv3_w0.75.pth --format onnx --resolution 32 -o mbv3_w0.75.onnx
     python tools/export_dn.py output/dspnet_mbv3_imagenet/checkpoint_XXXXXXXX.pth --dn mbv3_w0.5 \\
@@ -21,22 +22,24 @@ import sys
 import torch
 
 from dspnet_d2.errors import InvalidInputError, cli_main
-from dspnet_d2.export import export_onnx, export_torchscript, load_dn_model, run_onnx
+from dspnet_d2.export import export_onnx, export_program, export_torchscript, load_dn_model, run_onnx
 from dspnet_d2.weights import PRETRAIN_FORMAT, SUPERVISED_FORMAT, read_source, save_dn_file
 from pretrain.recalibration import add_recalibration_args, check_recalibration_args, recalibrate_from_args
 
-FORMATS = ("onnx", "torchscript", "state_dict")
+FORMATS = ("onnx", "torchscript", "pt2", "state_dict")
 ATOL = RTOL = 1e-4
 
 
 def check_file(model, path: str, fmt: str, resolution: int, dynamic_batch: bool) -> float:
     """Largest |file - PyTorch| over random batches (1 and 3 images with a dynamic batch, else 2)."""
     worst = 0.0
+    run = {"onnx": lambda x: run_onnx(path, x), "torchscript": lambda x: torch.jit.load(path)(x),
+           "pt2": lambda x: torch.export.load(path).module()(x)}[fmt]
     for batch in (1, 3) if dynamic_batch or fmt == "torchscript" else (2,):
         images = torch.randn(batch, 3, resolution, resolution, generator=torch.Generator().manual_seed(batch))
         with torch.no_grad():
             expected = model(images)
-            got = run_onnx(path, images) if fmt == "onnx" else torch.jit.load(path)(images)
+            got = run(images)
         if got.shape != expected.shape or not torch.allclose(got, expected, atol=ATOL, rtol=RTOL):
             raise RuntimeError(f"{path} differs from the PyTorch model: max |diff| "
                                f"{(got - expected).abs().max().item() if got.shape == expected.shape else 'shape'}")
@@ -49,7 +52,7 @@ def main(argv=None) -> int:
     parser.add_argument("source", help="pretraining / supervised checkpoint, or an exported DN (export/<dn>.pth)")
     parser.add_argument("--dn", default=None, help="the DN (default: the exported DN's own)")
     parser.add_argument("--format", choices=FORMATS, required=True)
-    parser.add_argument("--dynamic-batch", action="store_true", help="ONNX: any batch size (default: 2)")
+    parser.add_argument("--dynamic-batch", action="store_true", help="ONNX / pt2: any batch size (default: 2)")
     parser.add_argument("--no-classifier", action="store_true", help="the encoder only, pooled features out")
     parser.add_argument("-o", "--output", required=True)
     add_recalibration_args(parser)
@@ -71,6 +74,8 @@ def main(argv=None) -> int:
         except ImportError as err:
             raise InvalidInputError(f"--format onnx needs the deploy extra: pip install -e \".[deploy]\" ({err})") from None
         export_onnx(model, args.output, resolution, dynamic_batch=args.dynamic_batch)
+    elif args.format == "pt2":
+        export_program(model, args.output, resolution, dynamic_batch=args.dynamic_batch)
     else:
         export_torchscript(model, args.output, resolution)
     worst = check_file(model, args.output, args.format, resolution, args.dynamic_batch)

@@ -7,7 +7,8 @@ same width, at batch 1 and 8, side by side on CPU.
 Every DN is exported with its 1000-class classifier; the four runtimes are timed interleaved, round-robin,
 so machine noise hits them alike; the table gives median milliseconds and the ratios to torchvision's
 eager model (DNs without a torchvision twin, e.g. ResNet widths 1.25/1.5, to the DN's own eager model).
-torch and ONNX Runtime both use --threads intra-op threads (ONNX Runtime inter-op 1, sequential).
+torch and ONNX Runtime both use --threads intra-op threads (ONNX Runtime inter-op 1, sequential, no spinning
+between runs, which would slow whatever runs next).
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def onnx_runner(path: str, threads: int):
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    # ORT's threads spin after a run by default and would steal the cores from the runtime timed next
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x.numpy()})
