@@ -77,7 +77,7 @@ def test_command_prints_one_error_line(subprocess_runs, command, fragment):
     assert_one_error_line(*subprocess_runs[command], fragment)
 
 
-@pytest.mark.parametrize("tool", ["train_net", "draw_predictions"])
+@pytest.mark.parametrize("tool", ["train_net", "draw_predictions", "export_d2"])
 def test_detectron2_tool_without_detectron2_says_so(tool):
     code = (f"import runpy, sys; sys.modules['detectron2'] = None; sys.argv = ['tools/{tool}.py']; "
             f"runpy.run_path('tools/{tool}.py', run_name='__main__')")

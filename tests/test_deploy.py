@@ -144,3 +144,35 @@ def test_export_dn_command_refuses_what_it_cannot_do(tmp_path, capsys, monkeypat
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # the deploy extra not installed
     code, _, err = run_export([tmp_path / "w.pth", "--format", "onnx", "-o", tmp_path / "x"], capsys)
     assert code == 2 and 'pip install -e ".[deploy]"' in err
+
+
+def test_a_dn_of_a_supernet_checkpoint_gets_its_own_bn_statistics(tmp_path, capsys):
+    from dspnet_d2.demo_data import make_demo_dataset
+    from dspnet_d2.weights import PRETRAIN_FORMAT
+    from pretrain.data import ImageFolderIO
+    from pretrain.recalibration import recalibrate_on_images
+
+    torch.manual_seed(0)
+    supernet = build_supernet("mbv3_s5")
+    with torch.no_grad():
+        randomize_bn_stats(supernet)
+    checkpoint = {"format": PRETRAIN_FORMAT, "signature": {"dns": [str(d) for d in DN_SETS["mbv3_s5"]]},
+                  "online": {f"encoder.{k}": v for k, v in supernet.state_dict().items()}}
+    torch.save(checkpoint, tmp_path / "checkpoint.pth")
+    args = [tmp_path / "checkpoint.pth", "--dn", "mbv3_w0.5", "--format", "state_dict", "-o", tmp_path / "dn.pth"]
+    with pytest.raises(SystemExit):  # the shared statistics would be wrong for the DN: it must say which to use
+        run_export(args, capsys)
+    assert "needs --data-root" in capsys.readouterr().err
+    data = make_demo_dataset(tmp_path / "data", train_per_class=4, val_per_class=1, coco_train_images=1,
+                             coco_val_images=1)
+    code, _, err = run_export(args + ["--data-root", data, "--resolution", 32, "--batches", 1, "--batch-size", 32], capsys)
+    assert code == 0, err
+    written = torch.load(tmp_path / "dn.pth", weights_only=True)
+    reference = export_dn(supernet, "mbv3_w0.5")
+    info = recalibrate_on_images(reference, ImageFolderIO(str(data / "train")), 32, 32, 1, 0)
+    assert written["bn_recalibration"] == info
+    sliced = export_dn(supernet, "mbv3_w0.5").state_dict()
+    for key, value in reference.state_dict().items():
+        assert torch.equal(written["state_dict"][key], value), key
+    assert not torch.equal(written["state_dict"]["features.1.block.0.1.running_mean"],
+                           sliced["features.1.block.0.1.running_mean"])
