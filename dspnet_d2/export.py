@@ -15,7 +15,7 @@ from .slim.base import Supernet
 from .weights import read_source, static_dn
 
 __all__ = ["export_dn", "recalibrate_bn", "seeded_subset", "load_dn_model", "export_onnx", "export_torchscript",
-           "export_program", "run_onnx", "ONNX_OPSET"]
+           "export_program", "run_onnx", "onnx_session", "require_deploy_extra", "ONNX_OPSET"]
 
 ONNX_OPSET = 18  # the dynamo exporter's default opset; every op of the two families has an ONNX Runtime kernel
 
@@ -118,14 +118,32 @@ def export_onnx(model: nn.Module, path: str, resolution: int = 224, dynamic_batc
     return path
 
 
-def run_onnx(path: str, images: torch.Tensor, threads: int | None = None) -> torch.Tensor:
-    """``path``'s output for ``images`` under ONNX Runtime on CPU (``threads`` intra-op threads)."""
+def require_deploy_extra() -> None:
+    """Raise the user's error when the ``deploy`` extra (onnx, onnxscript, onnxruntime) is not installed."""
+    try:
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        raise InvalidInputError(f"ONNX needs the deploy extra: pip install -e \".[deploy]\" ({err})") from None
+
+
+def onnx_session(path: str, threads: int | None = None, spinning: bool = True):
+    """An ONNX Runtime CPU session of ``path`` (``threads`` intra-op threads; ``spinning`` False stops its
+    threads from spinning after each run, which steals the cores from whatever runs next)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     if threads:
-        options.intra_op_num_threads = threads
-    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(path: "str | object", images: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+    """The first output of ``path`` (a file, or a session of ``onnx_session``) for ``images`` under ONNX Runtime."""
+    session = onnx_session(path, threads) if isinstance(path, str) else path
     return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: images.cpu().numpy()})[0])
 
 

@@ -13,12 +13,15 @@ then, for --num-images images of that dataset, the exported model's boxes, score
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from dspnet_d2.errors import InvalidInputError, MissingFileError, cli_main
+from dspnet_d2.errors import MissingFileError, cli_main
+from dspnet_d2.export import require_deploy_extra
 
 try:
-    from dspnet_d2.d2.deploy import compare_fields, eager_fields, export_model, exported_fields, load_eval_model, model_input
+    from dspnet_d2.d2.deploy import (compare_fields, eager_fields, export_model, exported_fields, load_eval_model,
+                                     load_exported, model_input)
     from dspnet_d2.d2.train import load_config, register_demo
 except ImportError as err:  # reported as the other commands report a user's mistake
     print(f"error: tools/export_d2.py: {err}", file=sys.stderr)
@@ -36,18 +39,13 @@ def main(argv=None) -> int:
     parser.add_argument("--demo-root", default="datasets/demo", help="the demo data (for the dspnet_demo datasets)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides, e.g. MODEL.WEIGHTS model_final.pth")
     args = parser.parse_args(argv)
-    import os
-
     if not os.path.isfile(args.config_file):
         raise MissingFileError(f"config file {args.config_file!r} does not exist")
     cfg = load_config(args.config_file, args.opts + ["MODEL.DEVICE", "cpu"])
     if not cfg.MODEL.WEIGHTS or not os.path.isfile(cfg.MODEL.WEIGHTS):
         raise MissingFileError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r}: give the trained model_final.pth")
     if args.format == "onnx":
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError as err:
-            raise InvalidInputError(f"--format onnx needs the deploy extra: pip install -e \".[deploy]\" ({err})") from None
+        require_deploy_extra()
     if cfg.DATASETS.TEST[0].startswith("dspnet_demo_"):
         register_demo(args.demo_root)
     from detectron2.data import DatasetCatalog
@@ -56,9 +54,10 @@ def main(argv=None) -> int:
     model = load_eval_model(cfg)
     images = [model_input(cfg, r["file_name"]) for r in records]
     path, adapter = export_model(model, images[0], args.format, args.output)
+    run = load_exported(path, args.format)
     for record, image in zip(records, images):
         expected = eager_fields(model, image)
-        diffs = compare_fields(expected, exported_fields(path, args.format, adapter, image), args.atol, args.rtol)
+        diffs = compare_fields(expected, exported_fields(run, adapter, image), args.atol, args.rtol)
         print(f"{os.path.basename(record['file_name'])}: {len(expected['scores'])} detections, max |diff| "
               + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
     print(f"wrote {path}: equal to the eager model on {len(images)} images of {cfg.DATASETS.TEST[0]}")

@@ -21,8 +21,9 @@ import sys
 
 import torch
 
-from dspnet_d2.errors import InvalidInputError, cli_main
-from dspnet_d2.export import export_onnx, export_program, export_torchscript, load_dn_model, run_onnx
+from dspnet_d2.errors import cli_main
+from dspnet_d2.export import (export_onnx, export_program, export_torchscript, load_dn_model, onnx_session,
+                              require_deploy_extra, run_onnx)
 from dspnet_d2.weights import PRETRAIN_FORMAT, SUPERVISED_FORMAT, read_source, save_dn_file
 from pretrain.recalibration import add_recalibration_args, check_recalibration_args, recalibrate_from_args
 
@@ -33,8 +34,11 @@ ATOL = RTOL = 1e-4
 def check_file(model, path: str, fmt: str, resolution: int, dynamic_batch: bool) -> float:
     """Largest |file - PyTorch| over random batches (1 and 3 images with a dynamic batch, else 2)."""
     worst = 0.0
-    run = {"onnx": lambda x: run_onnx(path, x), "torchscript": lambda x: torch.jit.load(path)(x),
-           "pt2": lambda x: torch.export.load(path).module()(x)}[fmt]
+    if fmt == "onnx":  # each file loaded once for all the batches
+        session = onnx_session(path)
+        run = lambda x: run_onnx(session, x)  # noqa: E731
+    else:
+        run = torch.jit.load(path) if fmt == "torchscript" else torch.export.load(path).module()
     for batch in (1, 3) if dynamic_batch or fmt == "torchscript" else (2,):
         images = torch.randn(batch, 3, resolution, resolution, generator=torch.Generator().manual_seed(batch))
         with torch.no_grad():
@@ -68,11 +72,7 @@ def main(argv=None) -> int:
         print(f"wrote DN {dn} ({sum(p.numel() for p in model.parameters())} parameters) to {args.output}")
         return 0
     if args.format == "onnx":
-        try:
-            import onnxruntime  # noqa: F401
-            import onnxscript  # noqa: F401
-        except ImportError as err:
-            raise InvalidInputError(f"--format onnx needs the deploy extra: pip install -e \".[deploy]\" ({err})") from None
+        require_deploy_extra()
         export_onnx(model, args.output, resolution, dynamic_batch=args.dynamic_batch)
     elif args.format == "pt2":
         export_program(model, args.output, resolution, dynamic_batch=args.dynamic_batch)

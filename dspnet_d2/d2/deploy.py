@@ -17,7 +17,8 @@ from detectron2.data import detection_utils  # noqa: E402
 from detectron2.export import TracingAdapter  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
-__all__ = ["load_eval_model", "model_input", "tracing_adapter", "export_model", "eager_fields", "exported_fields",
+__all__ = ["load_eval_model", "model_input", "tracing_adapter", "export_model", "eager_fields", "load_exported",
+           "exported_fields",
            "compare_fields", "FIELDS"]
 
 # detectron2's STABLE_ONNX_OPSET_VERSION is 11, whose RoiAlign has no half-pixel mode: ROIAlignV2 (aligned=True,
@@ -80,17 +81,21 @@ def eager_fields(model, image: torch.Tensor) -> dict[str, torch.Tensor]:
     return _fields(_inference(model, [{"image": image}])[0]["instances"])
 
 
-@torch.no_grad()
-def exported_fields(path: str, fmt: str, adapter: TracingAdapter, image: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The exported file's outputs for ``image``, rebuilt into Instances by the adapter's output schema."""
+def load_exported(path: str, fmt: str):
+    """The exported file as a function of the image to its flat outputs (loaded once, run per image)."""
     if fmt == "torchscript":
-        flat = torch.jit.load(path)(image)
-    else:
-        import onnxruntime
+        return torch.jit.load(path)
+    from ..export import onnx_session
 
-        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        flat = tuple(torch.from_numpy(a) for a in session.run(None, {session.get_inputs()[0].name: image.numpy()}))
-    return _fields(adapter.outputs_schema(flat)[0]["instances"])
+    session = onnx_session(path)
+    name = session.get_inputs()[0].name
+    return lambda image: tuple(torch.from_numpy(a) for a in session.run(None, {name: image.numpy()}))
+
+
+@torch.no_grad()
+def exported_fields(run, adapter: TracingAdapter, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``run``'s (``load_exported``) outputs for ``image``, rebuilt into Instances by the adapter's output schema."""
+    return _fields(adapter.outputs_schema(run(image))[0]["instances"])
 
 
 def compare_fields(expected: dict, got: dict, atol: float = 1e-3, rtol: float = 1e-3) -> dict[str, float]:

@@ -22,7 +22,7 @@ import torch
 from torchvision.models import mobilenet_v3_large, resnet18, resnet34
 
 from dspnet_d2 import build_supernet, export_dn, parse_dn
-from dspnet_d2.export import export_onnx, export_torchscript
+from dspnet_d2.export import export_onnx, export_torchscript, onnx_session
 
 TORCHVISION_TWINS = {"resnet_w1.0_d2222": resnet18, "resnet_w1.0_d3463": resnet34}
 
@@ -35,14 +35,8 @@ def torchvision_twin(dn):
 
 
 def onnx_runner(path: str, threads: int):
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    # ORT's threads spin after a run by default and would steal the cores from the runtime timed next
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    # no spinning: ORT's threads spin after a run by default and would steal the cores from the runtime timed next
+    session = onnx_session(path, threads, spinning=False)
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x.numpy()})
 
