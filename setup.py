@@ -18,15 +18,13 @@ setup(
         "tqdm",
         "numpy",
         "pillow",
+        "opencv-python-headless",  # the fast augmentation backend (pretrain/augment.py); detectron2's Visualizer
         "matplotlib",
         "tensorboard",
         "pycocotools",
     ],
     extras_require={
         "dev": ["pytest>=7"],
-        # what the detectron2 half needs from PyPI besides detectron2 itself (not on PyPI): OpenCV for
-        # detectron2's Visualizer (tools/draw_predictions.py, the pipeline's pictures)
-        "d2": ["opencv-python-headless"],
         # deployment: ONNX export (torch's dynamo exporter writes through onnxscript) and its checks
         "deploy": ["onnx", "onnxscript", "onnxruntime"],
     },

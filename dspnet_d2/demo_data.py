@@ -253,3 +253,27 @@ def make_demo_dataset(root, image_size: int = 32, train_per_class: int = 120, va
     _write_coco(root, "val", coco_val_images, seed)
     marker.write_text(json.dumps(expected, indent=2) + "\n")
     return root
+
+
+def write_photo_like_jpegs(folder, count: int, size=(500, 375), quality: int = 90, seed: int = 0) -> list[Path]:
+    """``count`` JPEGs of ImageNet's typical shape (500x375, quality 90) in ``folder``: gradients, overlapping
+    shapes and sensor noise, so decoding and augmenting them cost about what photographs cost. For benches
+    and size-dependent tests, not for learning."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w] / max(size)
+    paths = []
+    for i in range(count):
+        tint = rng.uniform(0.2, 1.0, 3)
+        image = Image.fromarray((np.stack([x, y, 1 - x * y], -1) * tint * 200 + 30).astype(np.uint8))
+        draw = ImageDraw.Draw(image)
+        for _ in range(rng.integers(5, 15)):
+            (x0, y0), (dx, dy) = rng.integers(0, size), rng.integers(8, max(size) // 3, 2)
+            shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+            shape([int(x0), int(y0), int(x0 + dx), int(y0 + dy)], fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+        noisy = np.asarray(image, np.float32) + rng.normal(0, rng.uniform(2, 10), (h, w, 3))
+        paths.append(folder / f"{i:05d}.jpg")
+        Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(paths[-1], quality=quality)
+    return paths

@@ -16,6 +16,8 @@ from torchvision import transforms as T
 
 from dspnet_d2.errors import InvalidInputError, MissingFileError
 
+from .augment import BYOLViews
+
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -49,15 +51,23 @@ class ImageFolderIO(Dataset):
         return len(self.samples)
 
     def load(self, index: int) -> Image.Image | None:
+        return self.load_with(index, _decode_rgb)
+
+    def load_with(self, index: int, decode):
+        """``decode(image_file)`` of the opened, not yet decoded image (it may pick a JPEG draft size
+        first), or ``None`` if the file is unreadable, corrupt or truncated."""
         path = self.samples[index][0]
         try:
             with g_pathmgr.open(path, "rb") as f:
-                image = Image.open(f)
-                image.load()  # decode now: truncated files raise here
-                return image.convert("RGB")
+                return decode(Image.open(f))
         except (OSError, ValueError, SyntaxError) as err:
             logger.warning("skipping unreadable image %s: %s", path, err)
             return None
+
+
+def _decode_rgb(image_file: Image.Image) -> Image.Image:
+    image_file.load()  # decode now: truncated files raise here
+    return image_file.convert("RGB")
 
     def __getitem__(self, index: int):
         return self.load(index), self.samples[index][1]
@@ -118,29 +128,38 @@ def load_readable(images: ImageFolderIO, index: int) -> tuple[Image.Image, int, 
 
 
 class TwoViewDataset(Dataset):
-    """Two augmented views of each image. Items are requested as ``(index, seed)``.
+    """Two augmented uint8 views of each image (``BYOLViews``). Items are requested as ``(index, seed)``.
 
     A corrupt image is replaced by the next readable one and counted, so batches keep their size
     (DDP ranks stay in step) and the count reaches the logs.
     """
 
-    def __init__(self, images: ImageFolderIO, transforms: tuple[T.Compose, T.Compose]):
-        self.images, self.transforms = images, transforms
+    def __init__(self, images: ImageFolderIO, views: BYOLViews):
+        self.images, self.views = images, views
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, item: tuple[int, int]):
         index, seed = item
-        image, _, skipped = load_readable(self.images, index)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.transforms[0](image), self.transforms[1](image), skipped
+            torch.default_generator.manual_seed(seed)  # the CPU generator alone: torch.manual_seed costs ~1 ms
+            for skipped in range(len(self.images)):
+                pair = self.images.load_with((index + skipped) % len(self.images), self.views)
+                if pair is not None:
+                    return pair[0], pair[1], skipped
+        raise RuntimeError(f"no readable image in {self.images.root}")
 
 
 def collate_views(batch):
     view1, view2, skipped = zip(*batch)
-    return torch.stack(view1), torch.stack(view2), sum(skipped)
+    return _stack_hwc(view1), _stack_hwc(view2), sum(skipped)
+
+
+def _stack_hwc(views) -> torch.Tensor:
+    """CHW views of HWC images -> an NCHW batch in channels_last strides: the HWC memory is copied as it is,
+    the transpose is left to the device (``Trainer.run_batch``)."""
+    return torch.stack([v.permute(1, 2, 0) for v in views]).permute(0, 3, 1, 2)
 
 
 class ResumableSampler(Sampler):

@@ -12,7 +12,8 @@ from dspnet_d2.weights import save_dn_file
 
 from .checkpoint import FORMAT
 from .config import parse_dns, validate_cfg
-from .data import ImageFolderIO, ResumableSampler, TwoViewDataset, byol_transforms, collate_views
+from .augment import BYOLViews, normalize_views
+from .data import ImageFolderIO, ResumableSampler, TwoViewDataset, collate_views
 from .loop import NonFiniteLossError, ResumableRun, per_dn_means, run_training
 from .method import COLLAPSE_STATS, build_method
 from .metrics import MetricWriter
@@ -61,14 +62,15 @@ class Trainer(ResumableRun):
             self.monitor = KNNMonitor(images, cfg.MONITOR.VAL_ROOT or os.path.join(cfg.DATA.ROOT, "val"),
                                       cfg.MONITOR.BANK_IMAGES, cfg.MONITOR.VAL_IMAGES, cfg.MONITOR.K,
                                       device=self.device, num_workers=cfg.DATA.NUM_WORKERS, **self.eval_view)
-        transforms = byol_transforms(cfg.DATA.RESOLUTION, cfg.DATA.CROP_SCALE, cfg.DATA.MEAN, cfg.DATA.STD,
-                                     cfg.DATA.BLUR_PROB, cfg.DATA.SOLARIZE_PROB, cfg.DATA.COLOR_JITTER,
-                                     cfg.DATA.COLOR_JITTER_PROB, cfg.DATA.GRAYSCALE_PROB, cfg.DATA.BLUR_SIGMA)
+        views = BYOLViews(cfg.DATA.RESOLUTION, cfg.DATA.CROP_SCALE, cfg.DATA.BLUR_PROB, cfg.DATA.SOLARIZE_PROB,
+                          cfg.DATA.COLOR_JITTER, cfg.DATA.COLOR_JITTER_PROB, cfg.DATA.GRAYSCALE_PROB,
+                          cfg.DATA.BLUR_SIGMA, backend=cfg.DATA.AUGMENT_BACKEND)
         self.sampler = ResumableSampler(len(images), cfg.SOLVER.BATCH_SIZE, self.rank, self.world_size, cfg.SEED)
+        workers = cfg.DATA.NUM_WORKERS
         self.loader = torch.utils.data.DataLoader(
-            TwoViewDataset(images, transforms), batch_size=self.sampler.batch, sampler=self.sampler,
-            num_workers=cfg.DATA.NUM_WORKERS, collate_fn=collate_views, pin_memory=self.device.type == "cuda",
-            drop_last=True)
+            TwoViewDataset(images, views), batch_size=self.sampler.batch, sampler=self.sampler,
+            num_workers=workers, collate_fn=collate_views, pin_memory=self.device.type == "cuda", drop_last=True,
+            persistent_workers=workers > 0, prefetch_factor=cfg.DATA.PREFETCH_FACTOR if workers else None)
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = cfg.SOLVER.EPOCHS * self.steps_per_epoch
         self.warmup_steps = cfg.SOLVER.WARMUP_EPOCHS * self.steps_per_epoch
@@ -109,11 +111,11 @@ class Trainer(ResumableRun):
 
     # -- the loop's hooks (ResumableRun.train) ---------------------------------------------------
     def run_batch(self, batch) -> tuple[dict, int]:
-        view1, view2, skipped = batch
-        view1 = view1.to(self.device, non_blocking=True)
-        view2 = view2.to(self.device, non_blocking=True)
-        if self.channels_last:
-            view1, view2 = (v.contiguous(memory_format=torch.channels_last) for v in (view1, view2))
+        view1, view2, skipped = batch  # uint8: normalised here, on the device
+        view1, view2 = (normalize_views(v.to(self.device, non_blocking=True), self.cfg.DATA.MEAN, self.cfg.DATA.STD)
+                        for v in (view1, view2))
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        view1, view2 = (v.contiguous(memory_format=memory_format) for v in (view1, view2))
         return self.train_step(view1, view2), skipped
 
     def before_training(self, stop_at: int) -> None:

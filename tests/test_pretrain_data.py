@@ -5,7 +5,8 @@ import torchvision.transforms.functional as TF
 from PIL import Image, ImageDraw
 from torchvision import transforms as T
 
-from pretrain.data import GaussianBlurPIL, TwoViewDataset, byol_transforms
+from pretrain.augment import BYOLViews
+from pretrain.data import GaussianBlurPIL, ImageFolderIO, TwoViewDataset, byol_transforms
 
 
 def _image(seed=0):
@@ -106,19 +107,11 @@ def test_byol_views_blur_with_the_pil_blur_at_the_blur_probabilities():
         assert [(b.p, b.transforms[0].sigma) for b in blurs] == [(p, (0.1, 2.0))]
 
 
-def test_two_view_dataset_views_are_reproducible_per_seed():
-    image = _natural_image(size=96)
-
-    class OneImage:
-        root = "memory"
-
-        def __len__(self):
-            return 1
-
-        def load(self, index):
-            return image
-
-    data = TwoViewDataset(OneImage(), byol_transforms(64))
+def test_two_view_dataset_views_are_reproducible_per_seed(tmp_path):
+    (tmp_path / "c").mkdir()
+    _natural_image(size=96).save(tmp_path / "c" / "a.jpg", quality=90)
+    data = TwoViewDataset(ImageFolderIO(str(tmp_path)), BYOLViews(64))
     first, again, other = data[(0, 7)], data[(0, 7)], data[(0, 8)]
+    assert first[0].dtype == torch.uint8 and first[0].shape == (3, 64, 64)
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
     assert not torch.equal(first[0], other[0]) and not torch.equal(first[1], other[1])

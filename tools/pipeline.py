@@ -110,14 +110,6 @@ def detectron2_missing() -> str | None:
     return None
 
 
-def opencv_missing() -> str | None:
-    try:
-        import cv2  # noqa: F401
-    except ImportError:
-        return "detectron2's Visualizer needs OpenCV: pip install opencv-python-headless"
-    return None
-
-
 class Pipeline:
     stages = STAGES
 
@@ -289,7 +281,7 @@ class Pipeline:
         with open(os.path.join(self.out, "config.yaml"), "w") as f:
             f.write(self.cfg.dump())
         no_d2 = detectron2_missing()
-        needs = {"detection": no_d2, "ap_table": no_d2, "pictures": no_d2 or opencv_missing()}
+        needs = {"detection": no_d2, "ap_table": no_d2, "pictures": no_d2}
         for number, name in enumerate(STAGES, 1):
             banner(number, name)
             start = time.perf_counter()

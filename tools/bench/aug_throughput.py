@@ -1,51 +1,45 @@
 #!/usr/bin/env python
-"""Two-view BYOL augmentation throughput per CPU core: torchvision's blur vs dspnet's PIL blur vs solo-learn's recipe.
+"""Two-view BYOL augmentation throughput per CPU core on ImageNet-like JPEGs, lever by lever, and the
+CPU cores one GPU's share of the paper's batch needs.
 
-    python tools/bench/aug_throughput.py [--images 64] [--repeats 3] [--resolution 224]
+    python tools/bench/aug_throughput.py [--images 64] [--repeats 3] [--resolution 224] [--gpu-step-s S]
 
-Writes ImageNet-like JPEGs (500x375, quality 90) to a temporary folder, then on one thread reads each
-from disk with ``ImageFolderIO`` and makes both views of BYOL's recipe (the defaults of
-``byol_transforms``) with (i) torchvision's exact ``T.GaussianBlur`` (kernel ~10% of the image, as
-before), (ii) ``byol_transforms`` as it is (PIL blur), (iii) plain torchvision transforms composed as
-solo-learn composes BYOL's. Pipelines run interleaved, round by round, on the same images and seeds;
-the best round of each counts. Prints a markdown table of two-view images/s per core and the ratios
-to (i) (goal: dspnet >= 5x before).
+Writes 500x375 JPEGs (quality 90) to a temporary folder, then on one thread (one data-loader worker
+per core) reads each from disk and makes both views of BYOL's recipe. Pipelines run interleaved, round
+by round, on the same images and seeds; the best round of each counts:
+
+1. torchvision's exact ``T.GaussianBlur`` (23 px at 224): the pipeline before the blur fix;
+2. ``byol_transforms`` (PIL blur, float output): after the blur fix, the baseline of the goals;
+3. a reference: plain torchvision transforms with PIL's blur, composed as solo-learn composes BYOL's;
+4. ``BYOLViews(backend="torchvision")``: the same pixels as 2 as uint8, normalised later on the device;
+5. ``BYOLViews(backend="opencv", draft=False)``: + OpenCV's colour jitter, greyscale, blur and solarize;
+6. ``BYOLViews(backend="opencv")``: + JPEG draft decoding (the default of ``DATA.AUGMENT_BACKEND``).
+
+Goals: 6 >= 1.5 x 2 and 6 >= 3. Also printed: the decode cost with PIL, PIL's draft and
+``torchvision.io.decode_jpeg``, the per-image cost of ``normalize_views`` on this CPU (what 4-6 move to the
+device), and the cores per GPU at a GPU step time of ``--gpu-step-s`` seconds per ``--gpu-batch`` images
+(paper: 4096 images on 16 GPUs = 256; measure the step with ``step_cost.py --batch 256`` on the GPU).
 """
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import random
 import tempfile
 import time
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFilter
+import torchvision
+from PIL import Image, ImageFilter
 from torchvision import transforms as T
 
+from dspnet_d2.demo_data import write_photo_like_jpegs
+from pretrain.augment import BYOLViews, normalize_views
 from pretrain.data import GaussianBlurPIL, ImageFolderIO, byol_transforms
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def write_jpegs(root: str, count: int, size=(500, 375), seed: int = 0) -> None:
-    """Gradients, overlapping shapes and sensor noise, so that decoding costs about what it costs on photos."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    folder = os.path.join(root, "shapes")
-    os.makedirs(folder)
-    y, x = np.mgrid[0:h, 0:w] / max(size)
-    for i in range(count):
-        tint = rng.uniform(0.2, 1.0, 3)
-        image = Image.fromarray((np.stack([x, y, 1 - x * y], -1) * tint * 200 + 30).astype(np.uint8))
-        draw = ImageDraw.Draw(image)
-        for _ in range(rng.integers(5, 15)):
-            (x0, y0), (dx, dy) = rng.integers(0, size), rng.integers(8, max(size) // 3, 2)
-            shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
-            shape([int(x0), int(y0), int(x0 + dx), int(y0 + dy)], fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
-        noisy = np.asarray(image, np.float32) + rng.normal(0, rng.uniform(2, 10), (h, w, 3))
-        Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(os.path.join(folder, f"{i:05d}.jpg"), quality=90)
+BASELINE, REFERENCE, DEFAULT = "2 after the blur fix (PIL blur)", "3 solo-learn-style reference", "6 + JPEG draft (default)"
 
 
 def torchvision_blur(resolution: int):
@@ -78,15 +72,54 @@ def solo_learn_style(resolution: int):
     return view(1.0, 0.0), view(0.1, 0.2)
 
 
-def run_once(images: ImageFolderIO, views, count: int) -> float:
+def compose_pipeline(views):
+    """A pair of torchvision Composes as a ``decode -> both views`` function (decoding first, fully)."""
+    def run(image_file):
+        image_file.load()
+        image = image_file.convert("RGB")
+        return views[0](image), views[1](image)
+    return run
+
+
+def run_once(images: ImageFolderIO, pipeline, count: int) -> float:
     start = time.perf_counter()
     for index in range(count):
         # same seeds for every pipeline: they draw the same crops, jitters and sigmas
-        torch.manual_seed(index)
+        torch.default_generator.manual_seed(index)  # the CPU generator alone, as TwoViewDataset seeds
         random.seed(index)
-        image = images.load(index)
-        views[0](image), views[1](image)
+        assert images.load_with(index, pipeline) is not None
     return time.perf_counter() - start
+
+
+def decode_costs(paths: list[str], resolution: int) -> dict[str, float]:
+    """Milliseconds per image: full decode with PIL, PIL's draft at half size, torchvision.io.decode_jpeg."""
+    data = [open(p, "rb").read() for p in paths]
+
+    def pil(blob, draft):
+        image = Image.open(io.BytesIO(blob))
+        if draft:
+            image.draft("RGB", (image.size[0] // 2, image.size[1] // 2))
+        image.load()
+
+    costs = {}
+    for name, fn in (("PIL", lambda b: pil(b, False)), ("PIL draft 1/2", lambda b: pil(b, True)),
+                     ("torchvision.io.decode_jpeg", lambda b: torchvision.io.decode_jpeg(
+                         torch.frombuffer(bytearray(b), dtype=torch.uint8)))):
+        start = time.perf_counter()
+        for blob in data:
+            fn(blob)
+        costs[name] = (time.perf_counter() - start) / len(data) * 1e3
+    return costs
+
+
+def normalize_cost(resolution: int, batch: int = 64) -> float:
+    """Milliseconds per image (two views) of ``normalize_views`` on this CPU, batched as the trainer does."""
+    views = torch.randint(0, 256, (batch, 3, resolution, resolution), dtype=torch.uint8)
+    normalize_views(views, MEAN, STD)
+    start = time.perf_counter()
+    for _ in range(2):
+        normalize_views(views, MEAN, STD)
+    return (time.perf_counter() - start) / batch * 1e3
 
 
 def main(argv=None) -> None:
@@ -94,29 +127,46 @@ def main(argv=None) -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--gpu-step-s", type=float, default=None,
+                        help="a GPU step's seconds for --gpu-batch images (default: a table of step times)")
+    parser.add_argument("--gpu-batch", type=int, default=256, help="images per GPU per step (paper: 4096 / 16)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # per core: data loaders scale by running one worker process per core
-    pipelines = {"torchvision blur (before)": torchvision_blur(args.resolution),
-                 "dspnet (PIL blur)": byol_transforms(args.resolution),
-                 "solo-learn-style reference": solo_learn_style(args.resolution)}
+    res = args.resolution
+    pipelines = {"1 torchvision blur (before the fix)": compose_pipeline(torchvision_blur(res)),
+                 BASELINE: compose_pipeline(byol_transforms(res)),
+                 REFERENCE: compose_pipeline(solo_learn_style(res)),
+                 "4 uint8 out, normalised on the device": BYOLViews(res, backend="torchvision"),
+                 "5 + OpenCV colour, grey, blur, solarize": BYOLViews(res, backend="opencv", draft=False),
+                 DEFAULT: BYOLViews(res, backend="opencv", draft=True)}
     times = {name: [] for name in pipelines}
     with tempfile.TemporaryDirectory() as root:
-        write_jpegs(root, args.images)
+        paths = write_photo_like_jpegs(os.path.join(root, "photos"), args.images)
         images = ImageFolderIO(root)
-        for views in pipelines.values():
-            run_once(images, views, min(4, args.images))  # warm-up
+        for pipeline in pipelines.values():
+            run_once(images, pipeline, min(4, args.images))  # warm-up
         for _ in range(args.repeats):
-            for name, views in pipelines.items():
-                times[name].append(run_once(images, views, args.images))
+            for name, pipeline in pipelines.items():
+                times[name].append(run_once(images, pipeline, args.images))
+        decode = decode_costs([str(p) for p in paths], res)
     rate = {name: args.images / min(t) for name, t in times.items()}
-    before = rate["torchvision blur (before)"]
-    print(f"threads={torch.get_num_threads()} images={args.images} (500x375 JPEG q90) resolution={args.resolution} "
+    base, best = rate[BASELINE], rate[DEFAULT]
+    print(f"threads={torch.get_num_threads()} images={args.images} (500x375 JPEG q90) resolution={res} "
           f"repeats={args.repeats} (best round)")
-    print("| pipeline | two-view images/s per core | vs before |")
-    print("|---|---:|---:|")
+    print("| pipeline | two-view images/s per core | ms per image | vs 2 |")
+    print("|---|---:|---:|---:|")
     for name, r in rate.items():
-        print(f"| {name} | {r:.1f} | {r / before:.2f}x |")
-    print(f"goal: dspnet >= 5x before (measured {rate['dspnet (PIL blur)'] / before:.2f}x)")
+        print(f"| {name} | {r:.1f} | {1e3 / r:.1f} | {r / base:.2f}x |")
+    print(f"goals: default >= 1.5x the blur-fixed pipeline (measured {best / base:.2f}x), "
+          f">= the reference (measured {best / rate[REFERENCE]:.2f}x)")
+    print("decode ms per image: " + ", ".join(f"{k} {v:.2f}" for k, v in decode.items()))
+    print(f"normalize_views on this CPU: {normalize_cost(res):.2f} ms per image (two views), batched; on a GPU "
+          f"it is part of the step")
+    steps = [args.gpu_step_s] if args.gpu_step_s else [0.25, 0.5, 1.0, 2.0]
+    for step in steps:
+        need = args.gpu_batch / step
+        print(f"a GPU step of {step:.2f} s for {args.gpu_batch} images needs {need:.0f} images/s: "
+              f"{need / best:.1f} cores with the default, {need / base:.1f} with pipeline 2")
 
 
 if __name__ == "__main__":
