@@ -85,3 +85,36 @@ def test_lars_step_never_synchronises_with_host(monkeypatch):
 def test_lars_rejects_bad_hyper_parameters():
     with pytest.raises(ValueError):
         LARS([nn.Parameter(torch.zeros(1))], lr=-1.0)
+
+
+def _lars_by_hand(params, grads, bufs, lr, wd, eta, momentum, exclude):
+    """BYOL's LARS one parameter at a time: the reference the multi-tensor step must equal."""
+    for p, g, buf in zip(params, grads, bufs):
+        if not exclude:
+            g = g + wd * p
+            w_norm, g_norm = p.norm(), g.norm()
+            g = g * (eta * w_norm / g_norm if w_norm > 0 and g_norm > 0 else 1.0)
+        buf.mul_(momentum).add_(g)
+        p.sub_(lr * buf)
+
+
+def test_multi_tensor_lars_equals_the_per_parameter_update_over_steps():
+    torch.manual_seed(1)
+    shapes = [(8, 4, 3, 3), (16, 1, 3, 3), (32, 16), (5,)]
+    params = [nn.Parameter(torch.randn(s)) for s in shapes]
+    with torch.no_grad():
+        params[1].zero_()  # a zero weight: trust ratio 1
+    reference = [p.detach().clone() for p in params]
+    bufs = [torch.zeros_like(p) for p in params]
+    opt = LARS([{"params": params[:3], "weight_decay": 0.01, "lars_exclude": False},
+                {"params": params[3:], "weight_decay": 0.0, "lars_exclude": True}], lr=0.3, weight_decay=0.01)
+    for step in range(3):
+        grads = [torch.randn(s) for s in shapes]
+        grads[2] = torch.zeros(shapes[2]) if step == 1 else grads[2]  # a zero gradient: trust ratio 1
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+        _lars_by_hand(reference[:3], grads[:3], bufs[:3], 0.3, 0.01, 0.001, 0.9, exclude=False)
+        _lars_by_hand(reference[3:], grads[3:], bufs[3:], 0.3, 0.0, 0.001, 0.9, exclude=True)
+        for p, r in zip(params, reference):
+            torch.testing.assert_close(p.detach(), r, atol=1e-6, rtol=1e-6)

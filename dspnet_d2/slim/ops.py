@@ -82,23 +82,35 @@ class _SlimNorm(nn.modules.batchnorm._BatchNorm):
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average, as torch's BatchNorm
                 factor = 1.0 / float(self.num_batches_tracked)
-        if not self.training or (not self._synced() and self.stat_weight is None):
+        synced = self._synced()
+        if not self.training or (not synced and self.stat_weight is None):
             return F.batch_norm(x, running_mean, running_var, weight, bias, self.training, factor, self.eps)
-        mean, var, count = _batch_stats(x, self._synced())
+        if self.stat_weight is not None:
+            return self._momentum_forward(x, weight, bias, running_mean, running_var, synced)
+        mean, var, count = _batch_stats(x, synced)
         with torch.no_grad():
             unbiased = var * (count / max(count - 1, 1))
-        if self.stat_weight is not None:
-            a = float(self.stat_weight)
-            self._pending = (self._pending or []) + [(mean.detach(), unbiased)]
-            mean = (a * mean + (1 - a) * running_mean).detach()
-            var = a * unbiased + (1 - a) * running_var
-        else:
-            with torch.no_grad():
-                running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
-                running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
+            running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
+            running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
         shape = (1, channels) + (1,) * (x.dim() - 2)
         scale = (weight * torch.rsqrt(var + self.eps)).view(shape)
         return (x - mean.view(shape)) * scale + bias.view(shape)
+
+    def _momentum_forward(self, x, weight, bias, running_mean, running_var, synced: bool) -> torch.Tensor:
+        """Momentum BN: normalise with the detached mix of batch and running statistics, keep the batch ones
+        for ``commit_momentum_stats``."""
+        with torch.no_grad():
+            if synced:
+                mean, var, count = _batch_stats(x, True)
+                unbiased = var * (count / max(count - 1, 1))
+            else:
+                mean, unbiased = _local_batch_stats(x, self.eps)
+            self._pending = (self._pending or []) + [(mean, unbiased)]
+            a = float(self.stat_weight)
+            mean = a * mean + (1 - a) * running_mean
+            var = a * unbiased + (1 - a) * running_var
+        # the statistics are constants for autograd: batch_norm's inference kernel normalises in one pass
+        return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
 
     @torch.no_grad()
     def commit_momentum_stats(self) -> None:
@@ -115,6 +127,16 @@ class _SlimNorm(nn.modules.batchnorm._BatchNorm):
 
     def _synced(self) -> bool:
         return self.sync and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _local_batch_stats(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel batch mean and unbiased variance (float32, not differentiable) from batch_norm's own
+    kernel, which writes them into fresh buffers at momentum 1: one fused pass in any memory format, 2-3x
+    faster on CPU than mean and variance reductions (its normalised output is discarded)."""
+    mean = torch.zeros(x.shape[1], device=x.device, dtype=torch.float32)
+    var = torch.ones(x.shape[1], device=x.device, dtype=torch.float32)
+    F.batch_norm(x, mean, var, None, None, True, 1.0, eps)
+    return mean, var
 
 
 def _batch_stats(x: torch.Tensor, synced: bool) -> tuple[torch.Tensor, torch.Tensor, int]:

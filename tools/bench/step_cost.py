@@ -1,18 +1,27 @@
 #!/usr/bin/env python
-"""Cost of one DSPNet step (n = 4, MobileNetV3 5 DNs) vs one BYOL step of MobileNetV3-1.0, same batch.
+"""Cost of one DSPNet step (n = 4, MobileNetV3 5 DNs) vs one BYOL step of MobileNetV3-1.0, same batch, and
+the engine's BYOL step vs a plain eager BYOL loop of the same model.
 
     python tools/bench/step_cost.py [--batch 16] [--resolution 224] [--steps 3] [--device cpu|cuda]
+                                    [--no-channels-last] [--compile] [--no-amp] [--skip-individual]
 
-Each variant runs the real ``Trainer.train_step`` in a fresh process (so peak memory is its own):
-time per step (median), peak memory (CUDA: max allocated; CPU: peak RSS growth over the process
-after imports: weights, optimizer state and activations) and the
-analytic FLOPs of the step (fvcore forward FLOPs, backward = 2 x forward). Prints the DSPNet/BYOL
-ratios of time, FLOPs and memory (goals: time <= 1.05 x FLOP ratio and < 2.11, memory <= 1.15) and
-the cost of pretraining the 5 DNs one by one with BYOL vs DSPNet once (paper: 4.42x vs 2.11x).
+Every variant runs the real ``Trainer.train_step`` (past warm-up, so the sandwich rule is on). Times are
+medians of steps interleaved round-robin in one process, so machine noise hits all variants alike. Peak
+memory is measured per variant in a fresh process (CUDA: max allocated; CPU: peak RSS growth after
+imports, with glibc's mmap threshold fixed so that freed activations go back to the system and the peak
+is what was alive, not what the allocator kept cached). FLOPs are fvcore's forward count, backward = 2x.
+
+Goals printed next to the figures: DSPNet/BYOL time <= the FLOP ratio (time/FLOP <= 1.0) on CPU and
+<= 2.11 (the paper's, 16 V100) on a GPU; memory ratio <= 1.15; engine BYOL / plain loop <= 1.05. Also:
+each DN's own BYOL step as time and FLOP ratios to BYOL-1.0 (what per-FLOP cost small DNs have on this
+device) and the cost of pretraining the 5 DNs one by one vs DSPNet once (paper: 4.42x vs 2.11x).
+Levers: ``--compile`` (torch.compile of the online network, one graph per DN; of the plain loop's model
+too), ``--no-channels-last``, ``--no-amp`` (GPU: bf16 autocast by default, as the recipes).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import resource
@@ -23,6 +32,8 @@ import tempfile
 import time
 
 DSPNET_DNS = ["mbv3_w0.5", "mbv3_w0.625", "mbv3_w0.75", "mbv3_w0.875", "mbv3_w1.0"]
+BYOL, DSPNET, ENGINE, PLAIN = "mbv3_w1.0", "mbv3_s5", "engine BYOL, plain BN", "plain eager BYOL loop"
+MMAP_THRESHOLD = "131072"  # bytes: glibc serves larger blocks with mmap and unmaps them when freed
 
 
 def step_flops(dns_sampled: list[list[str]], full: str, resolution: int, proj_hidden: int, proj_dim: int) -> float:
@@ -48,7 +59,8 @@ def step_flops(dns_sampled: list[list[str]], full: str, resolution: int, proj_hi
     return statistics.mean(per_step)
 
 
-def build_trainer(dns: str, n: int, batch: int, resolution: int, device: str, out: str):
+def build_trainer(dns: str, n: int, args, out: str, momentum_bn: bool = True):
+    import torch
     from pretrain.config import load_cfg
     from dspnet_d2.demo_data import make_demo_dataset
     from pretrain.engine import Trainer
@@ -57,66 +69,136 @@ def build_trainer(dns: str, n: int, batch: int, resolution: int, device: str, ou
                              val_per_class=1, coco_train_images=1, coco_val_images=1)
     cfg = load_cfg("configs/pretrain/dspnet_mbv3_imagenet.yaml", [
         "MODEL.DNS", dns, "MODEL.NUM_SUBNETS", str(n), "MODEL.FULL_ONLY_EPOCHS", "0", "DATA.ROOT", str(data),
-        "DATA.RESOLUTION", str(resolution), "DATA.NUM_WORKERS", "0", "SOLVER.BATCH_SIZE", str(batch),
-        "SOLVER.EPOCHS", "1000", "OUTPUT_DIR", out, "DEVICE", device, "AMP.ENABLED", str(device == "cuda")])
+        "DATA.RESOLUTION", str(args.resolution), "DATA.NUM_WORKERS", "0", "SOLVER.BATCH_SIZE", str(args.batch),
+        "SOLVER.EPOCHS", "1000", "OUTPUT_DIR", out, "DEVICE", args.device, "AMP.ENABLED", str(args.amp),
+        "CHANNELS_LAST", str(args.channels_last), "MODEL.MOMENTUM_BN", str(momentum_bn)])
     trainer = Trainer(cfg)
     trainer.step = trainer.steps_per_epoch * 20  # past warm-up: the sandwich rule is on
+    if args.compile:
+        trainer.online = torch.compile(trainer.online, dynamic=False)
     return trainer
+
+
+class PlainBYOL:
+    """BYOL written as a plain eager loop: torchvision's MobileNetV3 features, nn.Sequential heads, the same
+    LARS (torch has none), EMA by one fused lerp; no slimming, no records. What the engine is measured against."""
+
+    def __init__(self, args):
+        import torch
+        from torch import nn
+        from dspnet_d2.families import build_static_dn
+        from pretrain.optim import LARS, lars_param_groups
+
+        torch.manual_seed(0)
+        self.device = torch.device(args.device)
+
+        def mlp(i):
+            return nn.Sequential(nn.Linear(i, 4096), nn.BatchNorm1d(4096), nn.ReLU(inplace=True), nn.Linear(4096, 256))
+
+        encoder = build_static_dn(BYOL)
+        with torch.no_grad():
+            dim = encoder.eval()(torch.zeros(1, 3, 32, 32)).shape[1]
+        self.online = nn.ModuleDict({"encoder": encoder.train(), "projector": mlp(dim), "predictor": mlp(256)})
+        self.target = copy.deepcopy(nn.ModuleDict({k: self.online[k] for k in ("encoder", "projector")}))
+        self.target.requires_grad_(False)
+        for module in (self.online, self.target):
+            module.to(self.device, memory_format=torch.channels_last if args.channels_last else torch.preserve_format)
+        self.optimizer = LARS(lars_param_groups([self.online], 1.5e-6), lr=0.1, weight_decay=1.5e-6)
+        self.amp = args.amp
+        self.encoder = torch.compile(self.online["encoder"], dynamic=False) if args.compile else self.online["encoder"]
+
+    def train_step(self, view1, view2):
+        import torch
+        import torch.nn.functional as F
+
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            with torch.no_grad():
+                z1, z2 = (self.target["projector"](self.target["encoder"](v)) for v in (view1, view2))
+            p1, p2 = (self.online["predictor"](self.online["projector"](self.encoder(v))) for v in (view1, view2))
+            loss = (4 - 2 * F.cosine_similarity(p1, z2, dim=-1) - 2 * F.cosine_similarity(p2, z1, dim=-1)).mean()
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            online = dict(self.online.named_parameters())
+            pairs = [(t, online[name]) for name, t in self.target.named_parameters()]
+            torch._foreach_lerp_([t for t, _ in pairs], [o for _, o in pairs], 0.004)
+        return {"loss": loss.item()}
+
+
+def _views(args):
+    import torch
+    views = [torch.randn(args.batch, 3, args.resolution, args.resolution, device=args.device) for _ in range(2)]
+    return [v.contiguous(memory_format=torch.channels_last) for v in views] if args.channels_last else views
 
 
 def _timed_step(trainer, views) -> tuple[float, list[str]]:
     import torch
     start = time.perf_counter()
     record = trainer.train_step(*views)
-    if trainer.device.type == "cuda":
+    if views[0].device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start, [k[5:] for k in record if k.startswith("loss/")]
+    return time.perf_counter() - start, record.get("subnets", [])
 
 
-def run_variant(dns: str, n: int, batch: int, resolution: int, steps: int, device: str) -> dict:
+def run_variant(dns: str, n: int, args) -> dict:
     """Runs in its own process, so the peak memory is this variant's alone; also counts step FLOPs."""
     import torch
 
     rss_base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # after imports, before the model
     with tempfile.TemporaryDirectory() as out:
-        trainer = build_trainer(dns, n, batch, resolution, device, out)
-        views = [torch.randn(batch, 3, resolution, resolution, device=trainer.device) for _ in range(2)]
+        trainer = build_trainer(dns, n, args, out)
+        views = _views(args)
         if trainer.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        sampled = [_timed_step(trainer, views)[1] for _ in range(steps + 1)]
+        sampled = [_timed_step(trainer, views)[1] for _ in range(args.steps + 1)]
         if trainer.device.type == "cuda":
             memory = torch.cuda.max_memory_allocated()
         else:
             memory = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_base) * 1024  # peak RSS growth
-        flops = step_flops(sampled, str(trainer.method.full_dn), resolution, trainer.cfg.MODEL.PROJ_HIDDEN,
+        flops = step_flops(sampled, str(trainer.method.full_dn), args.resolution, trainer.cfg.MODEL.PROJ_HIDDEN,
                            trainer.cfg.MODEL.PROJ_DIM)
     return {"dns": dns, "n": n, "memory": memory, "flops": flops}
 
 
 def time_side_by_side(variants: list[tuple[str, int]], args) -> dict[str, float]:
-    """Median step time of each variant, steps interleaved round-robin in one process."""
-    import torch
-
-    times = {dns: [] for dns, _ in variants}
+    """Median step time of each variant, steps interleaved round-robin in one process; then the engine's
+    BYOL step and the plain loop, interleaved as a pair (alike working sets, so neither pays for the other's)."""
+    times = {}
     with tempfile.TemporaryDirectory() as out:
-        trainers = {dns: build_trainer(dns, n, args.batch, args.resolution, args.device, os.path.join(out, dns))
-                    for dns, n in variants}
-        views = [torch.randn(args.batch, 3, args.resolution, args.resolution, device=args.device) for _ in range(2)]
-        for trainer in trainers.values():
-            _timed_step(trainer, views)  # warm-up
-        for _ in range(args.steps):
-            for dns, trainer in trainers.items():
-                times[dns].append(_timed_step(trainer, views)[0])
-    return {dns: statistics.median(t) for dns, t in times.items()}
+        runners = {dns: build_trainer(dns, n, args, os.path.join(out, dns)) for dns, n in variants}
+        times.update(_interleaved(runners, args))
+        del runners
+        pair = {ENGINE: build_trainer(BYOL, 1, args, os.path.join(out, "engine"), momentum_bn=False),
+                PLAIN: PlainBYOL(args)}
+        times.update(_interleaved(pair, args))
+    return times
+
+
+def _interleaved(runners: dict, args) -> dict[str, float]:
+    views = _views(args)
+    for runner in runners.values():  # warm-up (and compilation)
+        _timed_step(runner, views)
+    times = {name: [] for name in runners}
+    for _ in range(args.steps):
+        for name, runner in runners.items():
+            times[name].append(_timed_step(runner, views)[0])
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def measure(args, dns: str, n: int) -> dict:
-    cmd = [sys.executable, __file__, "--variant", dns, "--n", str(n), "--batch", str(args.batch),
-           "--resolution", str(args.resolution), "--steps", str(args.steps), "--device", args.device]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [sys.executable, __file__, "--variant", dns, "--n", str(n)] + _flags(args)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if result.returncode:
         raise RuntimeError(f"variant {dns} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _flags(args) -> list[str]:
+    return (["--batch", str(args.batch), "--resolution", str(args.resolution), "--steps", str(args.steps),
+             "--device", args.device] + ([] if args.channels_last else ["--no-channels-last"])
+            + (["--compile"] if args.compile else []) + ([] if args.amp else ["--no-amp"]))
 
 
 def main(argv=None) -> None:
@@ -125,28 +207,42 @@ def main(argv=None) -> None:
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the online network(s)")
+    parser.add_argument("--no-amp", dest="amp", action="store_false", help="GPU: no bf16 autocast")
     parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=4, help=argparse.SUPPRESS)
-    parser.add_argument("--skip-individual", action="store_true", help="skip the 5 one-by-one BYOL runs")
+    parser.add_argument("--skip-individual", action="store_true", help="skip the 4 smaller DNs' own BYOL steps")
+    parser.add_argument("--dspnet-dns", default=DSPNET, help="the DSPNet variant's DN set (mbv3_s3: 3 graphs "
+                                                               "to compile instead of 5)")
     args = parser.parse_args(argv)
+    args.amp = args.amp and args.device == "cuda"
     if args.variant:
-        print(json.dumps(run_variant(args.variant, args.n, args.batch, args.resolution, args.steps, args.device)))
+        print(json.dumps(run_variant(args.variant, args.n, args)))
         return
-    print(f"device={args.device} batch={args.batch} resolution={args.resolution} steps={args.steps}", flush=True)
-    byol, dspnet = measure(args, "mbv3_w1.0", 1), measure(args, "mbv3_s5", 4)
-    individual = [] if args.skip_individual else [(dn, 1) for dn in DSPNET_DNS if dn != "mbv3_w1.0"]
-    times = time_side_by_side([("mbv3_w1.0", 1), ("mbv3_s5", 4)] + individual, args)
-    t, f = times["mbv3_s5"] / times["mbv3_w1.0"], dspnet["flops"] / byol["flops"]
+    print(f"device={args.device} batch={args.batch} resolution={args.resolution} steps={args.steps} "
+          f"channels_last={args.channels_last} compile={args.compile} amp={args.amp}", flush=True)
+    byol, dspnet = measure(args, BYOL, 1), measure(args, args.dspnet_dns, 4)
+    individual = [] if args.skip_individual else [(dn, 1) for dn in DSPNET_DNS if dn != BYOL]
+    times = time_side_by_side([(BYOL, 1), (args.dspnet_dns, 4)] + individual, args)
+    t, f = times[args.dspnet_dns] / times[BYOL], dspnet["flops"] / byol["flops"]
     m = dspnet["memory"] / byol["memory"]
-    for name, r in (("BYOL mbv3_w1.0", byol), ("DSPNet n=4 mbv3_s5", dspnet)):
+    for name, r in (("BYOL mbv3_w1.0", byol), (f"DSPNet n=4 {args.dspnet_dns}", dspnet)):
         print(f"{name} step: {times[r['dns']] * 1e3:.0f} ms, {r['flops'] / 1e9:.2f} GFLOPs/image, "
               f"{r['memory'] / 2**20:.0f} MiB peak")
-    print(f"time ratio {t:.3f} | FLOP ratio {f:.3f} | time/FLOP ratio {t / f:.3f} (goal <= 1.05) | "
-          f"paper 2.11 | memory ratio {m:.3f} (goal <= 1.15)", flush=True)
+    goal = "<= 2.11 (paper, GPU)" if args.device == "cuda" else f"<= {f:.3f} (the FLOP ratio)"
+    print(f"time ratio {t:.3f} (goal {goal}) | FLOP ratio {f:.3f} | time/FLOP {t / f:.3f} | "
+          f"memory ratio {m:.3f} (goal <= 1.15)")
+    print(f"engine BYOL step / plain eager BYOL loop: {times[ENGINE] / times[PLAIN]:.3f} (goal <= 1.05; "
+          f"{times[ENGINE] * 1e3:.0f} vs {times[PLAIN] * 1e3:.0f} ms)", flush=True)
     if individual:
-        total = sum(times[dn] for dn in DSPNET_DNS) / times["mbv3_w1.0"]
-        print("BYOL steps of each DN / BYOL-1.0: " + ", ".join(f"{dn} {times[dn] / times['mbv3_w1.0']:.2f}x"
-                                                           for dn in DSPNET_DNS))
+        rows = []
+        for dn in DSPNET_DNS:
+            tr = times[dn] / times[BYOL]
+            fr = step_flops([[dn]], dn, args.resolution, 4096, 256) / byol["flops"]
+            rows.append(f"{dn} time {tr:.2f}x FLOPs {fr:.2f}x time/FLOP {tr / fr:.2f}")
+        print("each DN's own BYOL step vs BYOL-1.0: " + "; ".join(rows))
+        total = sum(times[dn] for dn in DSPNET_DNS) / times[BYOL]
         print(f"5 DNs one by one: {total:.2f}x a BYOL-1.0 step (paper 4.42x) vs DSPNet {t:.2f}x (paper 2.11x)")
 
 
