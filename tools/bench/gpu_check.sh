@@ -41,7 +41,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --f
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cpus', __import__('os').cpu_count())"
 COMMON=(--device "$DEVICE" --batch "$BATCH" --resolution "$RESOLUTION" --steps "$STEPS")
 part "step cost, eager (paper's 5 DNs)" 170 python tools/bench/step_cost.py "${COMMON[@]}"
-part "step cost, torch.compile (3 DNs)" 200 python tools/bench/step_cost.py "${COMMON[@]}" --skip-individual \
+part "step cost, torch.compile (3 DNs)" 200 python tools/bench/step_cost.py "${COMMON[@]}" --skip-individual --skip-memory \
   --compile --dspnet-dns mbv3_s3
 # the eager DSPNet step just measured sets the images/s one GPU needs
 STEP_MS=$(grep -m1 -o "DSPNet n=4 mbv3_s5 step: [0-9]*" "$LOG" | grep -o "[0-9]*$")

@@ -132,17 +132,17 @@ def _views(args):
     return [v.contiguous(memory_format=torch.channels_last) for v in views] if args.channels_last else views
 
 
-def _timed_step(trainer, views) -> tuple[float, list[str]]:
+def _timed_step(trainer, views) -> float:
     import torch
     start = time.perf_counter()
-    record = trainer.train_step(*views)
+    trainer.train_step(*views)
     if views[0].device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start, record.get("subnets", [])
+    return time.perf_counter() - start
 
 
 def run_variant(dns: str, n: int, args) -> dict:
-    """Runs in its own process, so the peak memory is this variant's alone; also counts step FLOPs."""
+    """Runs in its own process, so the peak memory is this variant's alone."""
     import torch
 
     rss_base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # after imports, before the model
@@ -151,28 +151,27 @@ def run_variant(dns: str, n: int, args) -> dict:
         views = _views(args)
         if trainer.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        sampled = [_timed_step(trainer, views)[1] for _ in range(args.steps + 1)]
+        for _ in range(args.steps + 1):
+            _timed_step(trainer, views)
         if trainer.device.type == "cuda":
             memory = torch.cuda.max_memory_allocated()
         else:
             memory = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_base) * 1024  # peak RSS growth
-        flops = step_flops(sampled, str(trainer.method.full_dn), args.resolution, trainer.cfg.MODEL.PROJ_HIDDEN,
-                           trainer.cfg.MODEL.PROJ_DIM)
-    return {"dns": dns, "n": n, "memory": memory, "flops": flops}
+    return {"dns": dns, "n": n, "memory": memory}
 
 
 def time_side_by_side(variants: list[tuple[str, int]], args) -> dict[str, float]:
-    """Median step time of each variant, steps interleaved round-robin in one process; then the engine's
-    BYOL step and the plain loop, interleaved as a pair (alike working sets, so neither pays for the other's)."""
-    times = {}
+    """Median step time of each variant, steps interleaved round-robin in one process."""
     with tempfile.TemporaryDirectory() as out:
-        runners = {dns: build_trainer(dns, n, args, os.path.join(out, dns)) for dns, n in variants}
-        times.update(_interleaved(runners, args))
-        del runners
-        pair = {ENGINE: build_trainer(BYOL, 1, args, os.path.join(out, "engine"), momentum_bn=False),
-                PLAIN: PlainBYOL(args)}
-        times.update(_interleaved(pair, args))
-    return times
+        return _interleaved({dns: build_trainer(dns, n, args, os.path.join(out, dns)) for dns, n in variants}, args)
+
+
+def time_engine_vs_plain(args) -> dict[str, float]:
+    """The engine's BYOL step (plain BN, as the loop) and the plain loop, interleaved as a pair (alike
+    working sets, so neither pays for the other's)."""
+    with tempfile.TemporaryDirectory() as out:
+        return _interleaved({ENGINE: build_trainer(BYOL, 1, args, out, momentum_bn=False), PLAIN: PlainBYOL(args)},
+                            args)
 
 
 def _interleaved(runners: dict, args) -> dict[str, float]:
@@ -182,7 +181,7 @@ def _interleaved(runners: dict, args) -> dict[str, float]:
     times = {name: [] for name in runners}
     for _ in range(args.steps):
         for name, runner in runners.items():
-            times[name].append(_timed_step(runner, views)[0])
+            times[name].append(_timed_step(runner, views))
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -213,6 +212,7 @@ def main(argv=None) -> None:
     parser.add_argument("--variant", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=4, help=argparse.SUPPRESS)
     parser.add_argument("--skip-individual", action="store_true", help="skip the 4 smaller DNs' own BYOL steps")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument("--dspnet-dns", default=DSPNET, help="the DSPNet variant's DN set (mbv3_s3: 3 graphs "
                                                                "to compile instead of 5)")
     args = parser.parse_args(argv)
@@ -222,28 +222,52 @@ def main(argv=None) -> None:
         return
     print(f"device={args.device} batch={args.batch} resolution={args.resolution} steps={args.steps} "
           f"channels_last={args.channels_last} compile={args.compile} amp={args.amp}", flush=True)
-    byol, dspnet = measure(args, BYOL, 1), measure(args, args.dspnet_dns, 4)
+    try:
+        report(args)
+    except KeyboardInterrupt:  # gpu_check.sh's time guard: what was printed stands
+        print("stopped before the end; the lines above are complete measurements", flush=True)
+        sys.exit(130)
+
+
+def report(args) -> None:
     individual = [] if args.skip_individual else [(dn, 1) for dn in DSPNET_DNS if dn != BYOL]
     times = time_side_by_side([(BYOL, 1), (args.dspnet_dns, 4)] + individual, args)
-    t, f = times[args.dspnet_dns] / times[BYOL], dspnet["flops"] / byol["flops"]
-    m = dspnet["memory"] / byol["memory"]
-    for name, r in (("BYOL mbv3_w1.0", byol), (f"DSPNet n=4 {args.dspnet_dns}", dspnet)):
-        print(f"{name} step: {times[r['dns']] * 1e3:.0f} ms, {r['flops'] / 1e9:.2f} GFLOPs/image, "
-              f"{r['memory'] / 2**20:.0f} MiB peak")
+    flops = {dns: step_flops(*_sampled_for_flops(dns, n), args.resolution, 4096, 256)
+             for dns, n in ((BYOL, 1), (args.dspnet_dns, 4))}
+    t, f = times[args.dspnet_dns] / times[BYOL], flops[args.dspnet_dns] / flops[BYOL]
+    for dns in (BYOL, args.dspnet_dns):
+        print(f"{'BYOL' if dns == BYOL else 'DSPNet n=4'} {dns} step: {times[dns] * 1e3:.0f} ms, "
+              f"{flops[dns] / 1e9:.2f} GFLOPs/image")
     goal = "<= 2.11 (paper, GPU)" if args.device == "cuda" else f"<= {f:.3f} (the FLOP ratio)"
-    print(f"time ratio {t:.3f} (goal {goal}) | FLOP ratio {f:.3f} | time/FLOP {t / f:.3f} | "
-          f"memory ratio {m:.3f} (goal <= 1.15)")
-    print(f"engine BYOL step / plain eager BYOL loop: {times[ENGINE] / times[PLAIN]:.3f} (goal <= 1.05; "
-          f"{times[ENGINE] * 1e3:.0f} vs {times[PLAIN] * 1e3:.0f} ms)", flush=True)
+    print(f"time ratio {t:.3f} (goal {goal}) | FLOP ratio {f:.3f} | time/FLOP {t / f:.3f}", flush=True)
     if individual:
         rows = []
         for dn in DSPNET_DNS:
             tr = times[dn] / times[BYOL]
-            fr = step_flops([[dn]], dn, args.resolution, 4096, 256) / byol["flops"]
+            fr = step_flops([[dn]], dn, args.resolution, 4096, 256) / flops[BYOL]
             rows.append(f"{dn} time {tr:.2f}x FLOPs {fr:.2f}x time/FLOP {tr / fr:.2f}")
         print("each DN's own BYOL step vs BYOL-1.0: " + "; ".join(rows))
         total = sum(times[dn] for dn in DSPNET_DNS) / times[BYOL]
-        print(f"5 DNs one by one: {total:.2f}x a BYOL-1.0 step (paper 4.42x) vs DSPNet {t:.2f}x (paper 2.11x)")
+        print(f"5 DNs one by one: {total:.2f}x a BYOL-1.0 step (paper 4.42x) vs DSPNet {t:.2f}x (paper 2.11x)",
+              flush=True)
+    pair = time_engine_vs_plain(args)
+    print(f"engine BYOL step / plain eager BYOL loop: {pair[ENGINE] / pair[PLAIN]:.3f} (goal <= 1.05; "
+          f"{pair[ENGINE] * 1e3:.0f} vs {pair[PLAIN] * 1e3:.0f} ms)", flush=True)
+    if not args.skip_memory:
+        byol, dspnet = measure(args, BYOL, 1), measure(args, args.dspnet_dns, 4)
+        ratio = f"{dspnet['memory'] / byol['memory']:.3f}" if byol["memory"] > 0 else "n/a (too small to measure)"
+        print(f"peak memory: BYOL {byol['memory'] / 2**20:.0f} MiB, DSPNet {dspnet['memory'] / 2**20:.0f} MiB, "
+              f"ratio {ratio} (goal <= 1.15)", flush=True)
+
+
+def _sampled_for_flops(dns: str, n: int, draws: int = 200) -> tuple[list[list[str]], str]:
+    """The sub-networks the sandwich draws over ``draws`` steps (as the trainer draws them) and the full DN."""
+    from pretrain.config import parse_dns
+    from pretrain.method import sample_subnets
+    from dspnet_d2.dn import largest_dn
+
+    spec = parse_dns(dns)
+    return [[str(d) for d in sample_subnets(spec, n, step, 0, False)] for step in range(draws)], str(largest_dn(spec))
 
 
 def _cuda() -> bool:
