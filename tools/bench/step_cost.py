@@ -24,7 +24,6 @@ import argparse
 import copy
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -145,7 +144,7 @@ def run_variant(dns: str, n: int, args) -> dict:
     """Runs in its own process, so the peak memory is this variant's alone."""
     import torch
 
-    rss_base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # after imports, before the model
+    rss_base = _reset_peak_rss()  # after imports, before the model
     with tempfile.TemporaryDirectory() as out:
         trainer = build_trainer(dns, n, args, out)
         views = _views(args)
@@ -156,8 +155,21 @@ def run_variant(dns: str, n: int, args) -> dict:
         if trainer.device.type == "cuda":
             memory = torch.cuda.max_memory_allocated()
         else:
-            memory = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_base) * 1024  # peak RSS growth
+            memory = _status_kib("VmHWM") * 1024 - rss_base  # peak RSS growth
     return {"dns": dns, "n": n, "memory": memory}
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def _reset_peak_rss() -> int:
+    """Reset this process's peak RSS to its current RSS (Linux ``clear_refs`` 5) and return it in bytes.
+    ``getrusage``'s ru_maxrss cannot serve: it keeps the parent's peak across fork and exec."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kib("VmRSS") * 1024
 
 
 def time_side_by_side(variants: list[tuple[str, int]], args) -> dict[str, float]:
