@@ -27,6 +27,14 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return new_value
 
 
+def leading(t: torch.Tensor, *sizes: int) -> torch.Tensor:
+    """``t[:sizes[0], :sizes[1], ...]``, or ``t`` itself when nothing is cut: a slice's backward allocates a
+    zero gradient of the whole tensor and copies into it, which the full network need not pay."""
+    if all(size == dim for size, dim in zip(sizes, t.shape)):
+        return t
+    return t[tuple(slice(0, size) for size in sizes)]
+
+
 class SlimConv2d(nn.Conv2d):
     """Conv2d (dense or depthwise) on the leading ``[:active_out, :in]`` slice of its weight."""
 
@@ -42,11 +50,11 @@ class SlimConv2d(nn.Conv2d):
         in_channels = x.shape[1]
         if self.depthwise:
             out_channels, groups = in_channels, in_channels
-            weight = self.weight[:out_channels]
+            weight = leading(self.weight, out_channels)
         else:
             out_channels, groups = self.active_out, 1
-            weight = self.weight[:out_channels, :in_channels]
-        bias = self.bias[:out_channels] if self.bias is not None else None
+            weight = leading(self.weight, out_channels, in_channels)
+        bias = leading(self.bias, out_channels) if self.bias is not None else None
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, groups)
 
 
@@ -75,7 +83,7 @@ class _SlimNorm(nn.modules.batchnorm._BatchNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
-        weight, bias = self.weight[:channels], self.bias[:channels]
+        weight, bias = leading(self.weight, channels), leading(self.bias, channels)
         running_mean, running_var = self.running_mean[:channels], self.running_var[:channels]
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training:
@@ -200,5 +208,5 @@ class SlimLinear(nn.Linear):
         self.active_out = out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = self.bias[:self.active_out] if self.bias is not None else None
-        return F.linear(x, self.weight[:self.active_out, :x.shape[-1]], bias)
+        bias = leading(self.bias, self.active_out) if self.bias is not None else None
+        return F.linear(x, leading(self.weight, self.active_out, x.shape[-1]), bias)
