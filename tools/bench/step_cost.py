@@ -4,8 +4,9 @@ the engine's BYOL step vs a plain eager BYOL loop of the same model.
 
     python tools/bench/step_cost.py [--batch 16] [--resolution 224] [--steps 3] [--device cpu|cuda]
                                     [--no-channels-last] [--compile] [--no-amp] [--skip-individual]
+                                    [--skip-memory] [--dspnet-dns mbv3_s5]
 
-Every variant runs the real ``Trainer.train_step`` (past warm-up, so the sandwich rule is on). Times are
+Every variant but the plain loop runs the real ``Trainer.train_step`` (past warm-up, so the sandwich rule is on). Times are
 medians of steps interleaved round-robin in one process, so machine noise hits all variants alike. Peak
 memory is measured per variant in a fresh process (CUDA: max allocated; CPU: peak RSS growth after
 imports, with glibc's mmap threshold fixed so that freed activations go back to the system and the peak
