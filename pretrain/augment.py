@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
@@ -127,7 +127,6 @@ def _apply_torchvision(image: Image.Image, p: ViewParams, resolution: int) -> Im
     if p.grayscale:
         view = F.rgb_to_grayscale(view, num_output_channels=3)
     if p.blur_sigma is not None:
-        from PIL import ImageFilter
         view = view.filter(ImageFilter.GaussianBlur(radius=p.blur_sigma))
     if p.solarize:
         view = F.solarize(view, 128)

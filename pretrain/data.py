@@ -117,11 +117,12 @@ def byol_transforms(resolution: int, crop_scale=(0.08, 1.0), mean=(0.485, 0.456,
     return view(blur_prob[0], solarize_prob[0]), view(blur_prob[1], solarize_prob[1])
 
 
-def load_readable(images: ImageFolderIO, index: int) -> tuple[Image.Image, int, int]:
-    """The image at ``index``, or the next readable one: ``(image, its index, images skipped)``."""
+def load_readable(images: ImageFolderIO, index: int, decode=_decode_rgb) -> tuple[object, int, int]:
+    """``decode`` of the image at ``index``, or of the next readable one (see ``ImageFolderIO.load_with``):
+    ``(what decode returned, its index, images skipped)``."""
     for skipped in range(len(images)):
         position = (index + skipped) % len(images)
-        image = images.load(position)
+        image = images.load_with(position, decode)
         if image is not None:
             return image, position, skipped
     raise RuntimeError(f"no readable image in {images.root}")
@@ -144,11 +145,8 @@ class TwoViewDataset(Dataset):
         index, seed = item
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)  # the CPU generator alone: torch.manual_seed costs ~1 ms
-            for skipped in range(len(self.images)):
-                pair = self.images.load_with((index + skipped) % len(self.images), self.views)
-                if pair is not None:
-                    return pair[0], pair[1], skipped
-        raise RuntimeError(f"no readable image in {self.images.root}")
+            (view1, view2), _, skipped = load_readable(self.images, index, self.views)
+        return view1, view2, skipped
 
 
 def collate_views(batch):
