@@ -109,13 +109,13 @@ class PlainBYOL:
 
     def train_step(self, view1, view2):
         import torch
-        import torch.nn.functional as F
+        from pretrain.method import byol_loss
 
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             with torch.no_grad():
                 z1, z2 = (self.target["projector"](self.target["encoder"](v)) for v in (view1, view2))
             p1, p2 = (self.online["predictor"](self.online["projector"](self.encoder(v))) for v in (view1, view2))
-            loss = (4 - 2 * F.cosine_similarity(p1, z2, dim=-1) - 2 * F.cosine_similarity(p2, z1, dim=-1)).mean()
+            loss = byol_loss(p1, z2) + byol_loss(p2, z1)
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
