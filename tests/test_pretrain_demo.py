@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = ("SOLVER.EPOCHS", "2", "MODEL.FULL_ONLY_EPOCHS", "1", "SOLVER.WARMUP_EPOCHS", "1", "MONITOR.KNN_PERIOD", "2")
 # the short run's demo set: 48 training images a class (3 steps of 128 an epoch) and 20 val images a class
 SMALL_SET = ("--train-per-class", "48", "--val-per-class", "20", "--coco-train-images", "4", "--coco-val-images", "2")
-FULL_TRAIN = 8 * 120
+SMALL_TRAIN, FULL_TRAIN = 8 * 48, 8 * 120  # 8 classes
 
 
 def _run(*args, timeout=3600):
@@ -88,9 +88,9 @@ def _check_knn_table(results, train_images=FULL_TRAIN):
 
 def test_demo_recipe_cut_to_two_epochs_end_to_end(short_run):
     data, out = short_run
-    _check_run(out, {0, 6}, train_images=8 * 48)  # the kNN monitor: step 0, then every 2 epochs (KNN_PERIOD 2)
+    _check_run(out, {0, 6}, train_images=SMALL_TRAIN)  # the kNN monitor: step 0, then every 2 epochs (KNN_PERIOD 2)
     # BN recalibration on 2 batches (256 images) instead of all 384: the mechanics, at less cost
-    _check_knn_table(_knn(data, out, 6, "BN_RECALIBRATION.BATCHES", "2"), train_images=8 * 48)
+    _check_knn_table(_knn(data, out, 6, "BN_RECALIBRATION.BATCHES", "2"), train_images=SMALL_TRAIN)
 
 
 @pytest.mark.slow
