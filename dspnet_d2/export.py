@@ -32,31 +32,37 @@ def export_dn(supernet: Supernet, dn: "str | DNSpec") -> nn.Module:
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Iterable, num_batches: int | None = None) -> int:
-    """Recompute every BatchNorm's running statistics as the exact average over ``num_batches`` batches.
+    """Recompute every BatchNorm's running statistics as the exact average over ``num_batches`` batches,
+    each batch weighted by its number of images (a partial last batch counts for what it holds).
 
     ``batches`` yields tensors or tuples whose first item is the input (a DataLoader works). Works on an
     exported DN or on a supernet slimmed to a DN (shared BN buffers then hold that DN's statistics).
-    Returns the number of batches used. Dropout and BN modes are restored afterwards.
+    Only the BN layers run in train mode: dropout and stochastic depth stay off, as at inference.
+    Returns the number of batches used; every module's mode and BN momentum are restored afterwards.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m, m.momentum) for m in norms]
-    was_training = model.training
+    saved_momentum = [m.momentum for m in norms]
+    saved_modes = [(m, m.training) for m in model.modules()]
+    model.eval()
     for m in norms:
         m.reset_running_stats()
-        m.momentum = None  # cumulative average: every batch weighs the same
-    model.train()
-    used = 0
+        m.train()
+    used = seen = 0
     try:
         for batch in batches:
             if num_batches is not None and used >= num_batches:
                 break
             inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+            seen += len(inputs)
+            for m in norms:  # running = (1 - m) running + m batch: m = n / seen keeps the image-weighted mean
+                m.momentum = len(inputs) / seen
             model(inputs)
             used += 1
     finally:
-        for m, momentum in saved:
+        for m, momentum in zip(norms, saved_momentum):
             m.momentum = momentum
-        model.train(was_training)
+        for m, training in saved_modes:
+            m.training = training
     if used == 0:
         raise ValueError("recalibrate_bn got no batches")
     return used

@@ -27,7 +27,7 @@ from PIL import Image, ImageFilter
 from torchvision import transforms as T
 from torchvision.transforms import functional as F
 
-__all__ = ["ViewParams", "BYOLViews", "normalize_views", "AUGMENT_BACKENDS"]
+__all__ = ["ViewParams", "DecodedImage", "BYOLViews", "normalize_views", "AUGMENT_BACKENDS"]
 
 AUGMENT_BACKENDS = ("opencv", "torchvision")
 _CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
@@ -43,6 +43,14 @@ class ViewParams:
     grayscale: bool
     blur_sigma: float | None
     solarize: bool
+
+
+@dataclass
+class DecodedImage:
+    """An image decoded for its two views: RGB pixels, both views' parameters and the decoding scale."""
+    image: Image.Image
+    params: list[ViewParams]
+    scale: tuple[float, float]
 
 
 class BYOLViews:
@@ -83,22 +91,35 @@ class BYOLViews:
         return ViewParams(tuple(int(v) for v in crop), flip, jitter, grayscale, sigma, solarize)
 
     def __call__(self, image_file: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
-        params = [self.draw(image_file, view) for view in (0, 1)]
-        scale = self.decode(image_file, params)
-        image = image_file.convert("RGB")
-        return tuple(self.apply(image, p, scale) for p in params)
+        return self.augment(self.decode(image_file))
 
     # -- decoding ------------------------------------------------------------------------------------
-    def decode(self, image_file: Image.Image, params: list[ViewParams]) -> tuple[float, float]:
+    def decode(self, image_file: Image.Image) -> "DecodedImage":
+        """Both views' parameters (drawn from the header's size), then the image decoded at the size they
+        need: the step that reads the file (``ImageFolderIO.load_with`` skips a file whose decoding fails)."""
+        params = [self.draw(image_file, view) for view in (0, 1)]
+        scale = self.load_draft(image_file, params)
+        return DecodedImage(image_file.convert("RGB"), params, scale)
+
+    def augment(self, decoded: "DecodedImage") -> tuple[torch.Tensor, torch.Tensor]:
+        return tuple(self.apply(decoded.image, p, decoded.scale) for p in decoded.params)
+
+    def load_draft(self, image_file: Image.Image, params: list[ViewParams]) -> tuple[float, float]:
         """Decode (JPEG: at the smallest DCT scale that keeps every crop >= the output size); returns the
-        decoded size over the original size, per axis."""
+        factor from the original's pixel coordinates to the decoded image's, per axis."""
         width, height = image_file.size
+        scale = (1.0, 1.0)
         if self.draft and image_file.format == "JPEG":
             needed = max(self.resolution / min(p.crop[2], p.crop[3]) for p in params)  # per-axis scale needed
             if needed < 1:
-                image_file.draft("RGB", (math.ceil(width * needed), math.ceil(height * needed)))
+                drafted = image_file.draft("RGB", (math.ceil(width * needed), math.ceil(height * needed)))
+                if drafted is not None:
+                    # draft's box is the original in decoded units: exactly 1/s for a DCT scale s. The decoded
+                    # size, ceil(W / s), would shift every crop toward the right and bottom edges.
+                    box = drafted[1]
+                    scale = (box[2] / width, box[3] / height)
         image_file.load()  # a truncated file raises here
-        return image_file.size[0] / width, image_file.size[1] / height
+        return scale
 
     # -- one view ---------------------------------------------------------------------------------
     def apply(self, image: Image.Image, p: ViewParams, scale=(1.0, 1.0)) -> torch.Tensor:

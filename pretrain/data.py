@@ -55,22 +55,25 @@ class ImageFolderIO(Dataset):
 
     def load_with(self, index: int, decode):
         """``decode(image_file)`` of the opened, not yet decoded image (it may pick a JPEG draft size
-        first), or ``None`` if the file is unreadable, corrupt or truncated."""
+        first), or ``None`` if the file is unreadable, corrupt or truncated.
+
+        ``decode`` must only decode (and may draw what needs the image size): whatever it raises counts
+        as an unreadable file, so an augmentation belongs after it, where its bugs surface."""
         path = self.samples[index][0]
         try:
             with g_pathmgr.open(path, "rb") as f:
                 return decode(Image.open(f))
-        except (OSError, ValueError, SyntaxError) as err:
+        except (OSError, ValueError, SyntaxError) as err:  # what PIL raises for unreadable image data
             logger.warning("skipping unreadable image %s: %s", path, err)
             return None
+
+    def __getitem__(self, index: int):
+        return self.load(index), self.samples[index][1]
 
 
 def _decode_rgb(image_file: Image.Image) -> Image.Image:
     image_file.load()  # decode now: truncated files raise here
     return image_file.convert("RGB")
-
-    def __getitem__(self, index: int):
-        return self.load(index), self.samples[index][1]
 
 
 class GaussianBlurPIL:
@@ -145,7 +148,8 @@ class TwoViewDataset(Dataset):
         index, seed = item
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)  # the CPU generator alone: torch.manual_seed costs ~1 ms
-            (view1, view2), _, skipped = load_readable(self.images, index, self.views)
+            decoded, _, skipped = load_readable(self.images, index, self.views.decode)
+            view1, view2 = self.views.augment(decoded)  # outside the unreadable-file guard: its errors surface
         return view1, view2, skipped
 
 

@@ -111,7 +111,7 @@ def test_draft_decoding_keeps_every_crop_at_least_the_output_size(photos):
         torch.manual_seed(seed)
         image_file = Image.open(path)
         params = [views.draw(image_file, v) for v in (0, 1)]
-        sx, sy = views.decode(image_file, params)
+        sx, sy = views.load_draft(image_file, params)
         drafted += sx < 1
         for p in params:
             assert p.crop[2] * sy >= 96 and p.crop[3] * sx >= 96  # nothing is upsampled that was not before
@@ -141,3 +141,28 @@ def test_bad_inputs_raise():
         normalize_views(torch.zeros(1, 3, 8, 8), MEAN, STD)
     with pytest.raises(InvalidInputError, match="AUGMENT_BACKEND"):
         validate_cfg(load_cfg("configs/pretrain/demo.yaml", ["DATA.AUGMENT_BACKEND", "pil"]), 1)
+
+
+def test_draft_scale_is_the_exact_dct_factor(photos):
+    views = BYOLViews(32, backend="opencv", crop_scale=(1.0, 1.0))  # whole-image crops: the 1/8 DCT scale
+    image_file = Image.open(photos.samples[0][0])  # 500 x 375: ceil(375 / 8) / 375 != 1 / 8
+    params = [views.draw(image_file, v) for v in (0, 1)]
+    assert views.load_draft(image_file, params) == (1 / 8, 1 / 8)
+    assert image_file.size == (63, 47)
+
+
+def test_an_augmentation_error_is_raised_not_skipped_as_an_unreadable_image(photos, monkeypatch):
+    views = BYOLViews(64)
+    data = TwoViewDataset(photos, views)
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug in an augmentation")
+
+    monkeypatch.setattr(views, "apply", broken)
+    with pytest.raises(ValueError, match="a bug in an augmentation"):
+        data[(0, 3)]
+
+
+def test_image_folder_items_are_image_and_label(photos):
+    image, label = photos[1]
+    assert isinstance(image, Image.Image) and image.mode == "RGB" and image.size == (500, 375) and label == 0

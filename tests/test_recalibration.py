@@ -54,3 +54,27 @@ def test_recalibrate_on_images_equals_recalibrate_bn_on_the_sample(class_sorted_
     recalibrate_bn(reference, batches)
     for (name, ours), theirs in zip(model.state_dict().items(), reference.state_dict().values()):
         assert torch.equal(ours, theirs), name
+
+
+def test_a_partial_last_batch_weighs_what_it_holds():
+    norm = torch.nn.BatchNorm2d(2)
+    images = torch.randn(11, 2, 3, 3, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    assert recalibrate_bn(norm, [images[:8], images[8:]]) == 2  # 8 images, then a last batch of 3
+    torch.testing.assert_close(norm.running_mean, images.mean((0, 2, 3)))
+    # the unbiased variance of each batch, averaged with the batches' image counts as weights
+    per_batch = [b.transpose(0, 1).flatten(1).var(1) for b in (images[:8], images[8:])]
+    torch.testing.assert_close(norm.running_var, (8 * per_batch[0] + 3 * per_batch[1]) / 11)
+
+
+def test_only_bn_layers_run_in_train_mode_and_every_mode_comes_back():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.Dropout(p=0.9), torch.nn.BatchNorm2d(4))
+    images = torch.randn(6, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    model.train()
+    recalibrate_bn(model, [images])
+    with torch.no_grad():
+        features = model[0](images)  # dropout off: the BN sees the inference-time features
+    torch.testing.assert_close(model[2].running_mean, features.mean((0, 2, 3)))
+    assert all(m.training for m in model.modules()) and model[2].momentum == 0.1
+    model.eval()
+    recalibrate_bn(model, [images])
+    assert not any(m.training for m in model.modules())
