@@ -12,7 +12,7 @@ from .dn import DNSpec, parse_dn
 from .errors import InvalidInputError
 from .families import get_family
 from .slim.base import Supernet
-from .weights import read_source, static_dn
+from .weights import dn_in_source, read_source, static_dn
 
 __all__ = ["export_dn", "recalibrate_bn", "seeded_subset", "load_dn_model", "export_onnx", "export_torchscript",
            "export_program", "run_onnx", "onnx_session", "require_deploy_extra", "ONNX_OPSET"]
@@ -86,13 +86,7 @@ def load_dn_model(source: str, dn: "str | DNSpec | None" = None, classifier: boo
     with its classifier when the file has one and ``classifier`` is true. ``dn`` may be omitted for a
     file of one DN."""
     weights, dns, _ = read_source(source, allow_torchvision=False)
-    if dn is None:
-        if len(dns) != 1:
-            raise InvalidInputError(f"{source} holds several DNs ({', '.join(map(str, dns))}): choose one")
-        dn = dns[0]
-    dn = parse_dn(dn)
-    if not any(dn.fits_in(d) for d in dns):
-        raise InvalidInputError(f"DN {dn} is not in {source} (its DNs: {', '.join(map(str, dns))})")
+    dn = dn_in_source(source, dns, dn)
     head = get_family(dn.family).head
     head_weights = sorted((k for k in weights if k.startswith(head + ".") and k.endswith(".weight")),
                           key=lambda k: [int(p) if p.isdigit() else p for p in k.split(".")])

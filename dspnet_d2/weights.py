@@ -11,7 +11,7 @@ import os
 import torch
 from torch import nn
 
-from .dn import DNSpec, dn_set, parse_dn
+from .dn import DNSpec, dn_set, largest_dn, parse_dn
 from .errors import InvalidInputError
 from .families import build_static_dn
 
@@ -21,7 +21,7 @@ SUPERVISED_FORMAT = "dspnet-supervised-v1"  # slimmable supervised training chec
 TORCHVISION_FORMAT = "torchvision"  # a plain torchvision state_dict (read only)
 
 __all__ = ["PRETRAIN_FORMAT", "DN_FORMAT", "SUPERVISED_FORMAT", "TORCHVISION_FORMAT", "save_atomic", "save_dn_file", "read_source",
-           "read_source_weights", "slice_state_dict", "slice_for_dn", "static_dn"]
+           "read_source_weights", "dn_in_source", "slice_state_dict", "slice_for_dn", "static_dn"]
 
 
 def save_atomic(obj, path: str) -> None:
@@ -69,6 +69,43 @@ def read_source_weights(path: str, allow_torchvision: bool = True
     """``read_source`` without the format."""
     weights, dns, _ = read_source(path, allow_torchvision)
     return weights, dns
+
+
+def dn_in_source(source: str, dns: "tuple[DNSpec, ...] | None", dn: "str | DNSpec | None" = None,
+                 slice_single: bool = False) -> DNSpec:
+    """The DN that weights holding ``dns`` (``read_source``) serve for the request ``dn``: the one rule of
+    every reader (export, conversion, evaluation, the supervised start).
+
+    - A supernet checkpoint (several DNs) serves each of its DNs, and any sub-network of its largest one
+      (the leading slices of every tensor).
+    - A single-DN file (an exported DN, a BYOL checkpoint) serves its own DN only: its BN statistics are
+      that network's, and a slice of it would carry another network's. ``slice_single`` allows its
+      sub-networks too, where slicing the full network is the method (the supervised BYOL+S-Net start).
+    - Weights of unknown DNs (a torchvision state_dict, ``dns`` None) serve the requested DN; the shapes
+      are checked when the DN is built.
+
+    ``dn`` None asks for the file's own DN, which only a single-DN file has.
+    """
+    listed = ", ".join(map(str, dns or ()))
+    if dn is None:
+        if dns is None or len(dns) != 1:
+            raise InvalidInputError(f"{source} holds " + (f"several DNs ({listed}): choose one" if dns else
+                                                           "weights of no recorded DN: name the DN"))
+        return dns[0]
+    dn = parse_dn(dn)
+    if dns is None:
+        return dn
+    if dn.family != dns[0].family:
+        raise InvalidInputError(f"DN {dn} is not in {source}: it is not of this checkpoint's family "
+                                f"{dns[0].family} (its DNs: {listed})")
+    if len(dns) == 1 and not slice_single:
+        if dn != dns[0]:
+            raise InvalidInputError(f"DN {dn} is not in {source}, a file of the single network {dns[0]}: slicing it "
+                                    f"would give {dn} another network's BN statistics (export {dn} from the "
+                                    f"supernet checkpoint instead)")
+    elif not dn.fits_in(largest_dn(dns)):
+        raise InvalidInputError(f"DN {dn} is not in {source} (its DNs: {listed})")
+    return dn
 
 
 def slice_state_dict(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

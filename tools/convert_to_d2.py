@@ -21,9 +21,8 @@ import argparse
 import sys
 
 from dspnet_d2.convert import dn_backbone_state, save_d2_pkl, supernet_backbone_state, to_d2_model
-from dspnet_d2.dn import parse_dn
 from dspnet_d2.errors import cli_main
-from dspnet_d2.weights import PRETRAIN_FORMAT, SUPERVISED_FORMAT, read_source, static_dn
+from dspnet_d2.weights import PRETRAIN_FORMAT, SUPERVISED_FORMAT, dn_in_source, read_source, static_dn
 from pretrain.recalibration import add_recalibration_args, check_recalibration_args, recalibrate_from_args
 
 
@@ -43,14 +42,7 @@ def main(argv=None) -> int:
         save_d2_pkl(args.output, to_d2_model(state), supernet=top)
         print(f"wrote {len(state)} tensors of supernet {top} (DNs {', '.join(map(str, dns))}) to {args.output}")
         return 0
-    if args.dn is None:
-        if dns is None or len(dns) != 1:
-            parser.error("--dn is needed for this source" + (f" (its DNs: {', '.join(map(str, dns))})" if dns else ""))
-        dn = dns[0]
-    else:
-        dn = parse_dn(args.dn)
-        if dns is not None and not any(dn.fits_in(d) for d in dns):
-            parser.error(f"DN {dn} is not in {args.source} (its DNs: {', '.join(map(str, dns))})")
+    dn = dn_in_source(args.source, dns, args.dn)
     check_recalibration_args(parser, args, shares_bn=kind in (PRETRAIN_FORMAT, SUPERVISED_FORMAT))
     note = ""
     if args.data_root and not args.no_bn_recalibration:

@@ -7,8 +7,8 @@ from torch import nn
 
 from fvcore.common.config import CfgNode
 
-from dspnet_d2.weights import read_source_weights, static_dn
-from dspnet_d2.dn import DNSpec, dn_set, largest_dn
+from dspnet_d2.weights import dn_in_source, read_source_weights, static_dn
+from dspnet_d2.dn import DNSpec, dn_set
 from dspnet_d2.errors import InvalidInputError
 
 from ..checkpoint import load_checkpoint
@@ -35,12 +35,7 @@ class PretrainedWeights:
         return wanted
 
     def check(self, dn: DNSpec) -> None:
-        if dn.family != self.family:
-            raise InvalidInputError(f"DN {dn} is not of this checkpoint's family {self.family} ({self.path}); "
-                                    f"its DNs: {', '.join(map(str, self.dns))}")
-        # a single-DN file (BYOL, exported DN) holds that DN only; a DSPNet supernet holds every sub-network
-        if (len(self.dns) == 1 and dn != self.dns[0]) or not dn.fits_in(largest_dn(self.dns)):
-            raise InvalidInputError(f"DN {dn} is not in {self.path}, which holds {', '.join(map(str, self.dns))}")
+        dn_in_source(self.path, self.dns, dn)
 
     def encoder(self, dn: DNSpec) -> nn.Module:
         """The static network of ``dn`` with these weights (leading slices, exactly as ``export_dn``)."""

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dspnet_d2.dn import DNSpec, largest_dn
+from dspnet_d2.dn import DNSpec
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.families import get_family
 from dspnet_d2.slim import Supernet
-from dspnet_d2.weights import DN_FORMAT, PRETRAIN_FORMAT, read_source, slice_for_dn
+from dspnet_d2.weights import DN_FORMAT, PRETRAIN_FORMAT, dn_in_source, read_source, slice_for_dn
 
 from ..method import sample_subnets
 
@@ -75,8 +75,10 @@ def load_init(model: Supernet, init: str) -> str:
     if len(dns) == 1 and dns[0] != full:
         raise InvalidInputError(f"INIT {init} holds the single network {dns[0]}; a single-network start (BYOL+S-Net) "
                                 f"must be the full network {full} of MODEL.DNS")
-    if dns[0].family != full.family or not full.fits_in(largest_dn(dns)):
-        raise InvalidInputError(f"INIT {init} holds {', '.join(map(str, dns))}, which does not contain {full}")
+    try:  # slicing the full single network into every DN is the BYOL+S-Net start itself
+        dn_in_source(init, dns, full, slice_single=True)
+    except InvalidInputError:
+        raise InvalidInputError(f"INIT {init} holds {', '.join(map(str, dns))}, which does not contain {full}") from None
     target = {k: v for k, v in model.state_dict().items() if not k.startswith(head)}
     model.load_state_dict(slice_for_dn(weights, target, full), strict=False)
     return INIT_SERIES["dspnet" if kind == PRETRAIN_FORMAT and len(dns) > 1 else "byol"]

@@ -1,0 +1,70 @@
+"""One rule for which DN a weight file serves (``dn_in_source``), followed by every reader: export, conversion,
+evaluation and the supervised start."""
+import pytest
+import torch
+
+from dspnet_d2 import build_supernet, export_dn
+from dspnet_d2.dn import DN_SETS, parse_dn
+from dspnet_d2.errors import InvalidInputError
+from dspnet_d2.export import load_dn_model
+from dspnet_d2.weights import PRETRAIN_FORMAT, dn_in_source, save_dn_file
+from pretrain.eval.weights import read_pretrained
+from pretrain.supervised.method import load_init
+from pretrain_utils import run_tool
+
+S3 = DN_SETS["mbv3_s3"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A supernet checkpoint of mbv3_s3, an exported mbv3_w0.75 and an exported full network."""
+    root = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    supernet = build_supernet("mbv3_s3")
+    torch.save({"format": PRETRAIN_FORMAT, "signature": {"dns": [str(d) for d in S3]},
+                "online": {f"encoder.{k}": v for k, v in supernet.state_dict().items()}}, root / "supernet.pth")
+    for dn in ("mbv3_w0.75", "mbv3_w1.0"):
+        save_dn_file(str(root / f"{dn}.pth"), dn, export_dn(supernet, dn).state_dict())
+    return root
+
+
+def test_a_supernet_serves_its_dns_and_a_single_dn_file_its_own_only():
+    assert dn_in_source("s.pth", S3, "mbv3_w0.5") == parse_dn("mbv3_w0.5")
+    assert dn_in_source("s.pth", S3, "mbv3_w0.625") == parse_dn("mbv3_w0.625")  # a sub-network of the largest
+    with pytest.raises(InvalidInputError, match="choose one"):
+        dn_in_source("s.pth", S3)
+    with pytest.raises(InvalidInputError, match="not of this checkpoint's family"):
+        dn_in_source("s.pth", S3, "resnet18")
+    single = (parse_dn("mbv3_w0.75"),)
+    assert dn_in_source("d.pth", single) == single[0] == dn_in_source("d.pth", single, "mbv3_w0.75")
+    with pytest.raises(InvalidInputError, match="single network mbv3_w0.75"):
+        dn_in_source("d.pth", single, "mbv3_w0.5")
+    assert dn_in_source("d.pth", single, "mbv3_w0.5", slice_single=True) == parse_dn("mbv3_w0.5")
+    with pytest.raises(InvalidInputError, match="is not in"):
+        dn_in_source("d.pth", single, "mbv3_w1.0", slice_single=True)
+    assert dn_in_source("tv.pth", None, "resnet18") == parse_dn("resnet18")  # shapes are checked at build time
+    with pytest.raises(InvalidInputError, match="name the DN"):
+        dn_in_source("tv.pth", None)
+
+
+def test_every_reader_refuses_a_slice_of_a_single_dn_file(files, capsys, monkeypatch):
+    exported = str(files / "mbv3_w0.75.pth")
+    model, dn = load_dn_model(exported)
+    assert str(dn) == "mbv3_w0.75"
+    with pytest.raises(InvalidInputError, match="single network mbv3_w0.75"):
+        load_dn_model(exported, "mbv3_w0.5")
+    result = run_tool("convert_to_d2", [exported, "--dn", "mbv3_w0.5", "-o", files / "x.pkl"], capsys, monkeypatch)
+    assert result.code == 2 and "single network mbv3_w0.75" in result.err
+    assert not (files / "x.pkl").exists()
+    with pytest.raises(InvalidInputError, match="single network mbv3_w0.75"):
+        read_pretrained(exported).select("mbv3_w0.5")
+    # the supernet serves every DN, to every reader
+    assert str(load_dn_model(str(files / "supernet.pth"), "mbv3_w0.5")[1]) == "mbv3_w0.5"
+    assert [str(d) for d in read_pretrained(str(files / "supernet.pth")).select("all")] == [str(d) for d in S3]
+
+
+def test_the_supervised_start_slices_a_full_single_network_by_its_explicit_rule(files):
+    model = build_supernet("mbv3_s3", num_classes=4)
+    assert load_init(model, str(files / "mbv3_w1.0.pth")) == "BYOL init"
+    with pytest.raises(InvalidInputError, match="full network mbv3_w1.0"):
+        load_init(build_supernet("mbv3_s3", num_classes=4), str(files / "mbv3_w0.75.pth"))
