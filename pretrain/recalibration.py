@@ -65,3 +65,15 @@ def recalibrate_from_args(model: nn.Module, dn, args) -> dict | None:
     return recalibrate_on_images(model, ImageFolderIO(os.path.join(args.data_root, args.split)),
                                  args.resolution or dn.info.eval_resolution, args.batch_size, args.batches, args.seed,
                                  resize_ratio=args.resize_ratio)
+
+
+def check_images_from_args(dn, args, resolution: int, count: int = 8) -> torch.Tensor | None:
+    """Center crops of ``count`` images of the seeded sample of ``--data-root`` (None without it): the real
+    images an exported file's parity check runs on."""
+    if not args.data_root:
+        return None
+    import os
+
+    images = ImageFolderIO(os.path.join(args.data_root, args.split))
+    transform = eval_transform(resolution, args.resize_ratio, IMAGENET_MEAN, IMAGENET_STD)
+    return next(iter(recalibration_loader(images, transform, min(count, len(images)), 1, args.seed)))[0]

@@ -10,7 +10,7 @@ import torchvision
 from dspnet_d2 import build_supernet, export_dn
 from dspnet_d2.dn import DN_SETS
 from dspnet_d2.errors import cli_main
-from dspnet_d2.export import export_onnx, export_torchscript, load_dn_model, run_onnx
+from dspnet_d2.export import check_deployed, export_onnx, export_torchscript, load_dn_model, parity_error, run_onnx
 from dspnet_d2.weights import save_dn_file
 
 from conftest import randomize_bn_stats
@@ -176,3 +176,78 @@ def test_a_dn_of_a_supernet_checkpoint_gets_its_own_bn_statistics(tmp_path, caps
         assert torch.equal(written["state_dict"][key], value), key
     assert not torch.equal(written["state_dict"]["features.1.block.0.1.running_mean"],
                            sliced["features.1.block.0.1.running_mean"])
+
+
+def trained_scale(dn: str = "resnet18", gain: float = 2.3) -> torch.nn.Module:
+    """A DN encoder whose pooled features reach ~1e4-1e5, as a trained DN's do (random BN statistics stay
+    near 1): every BN's scale multiplied by ``gain``."""
+    torch.manual_seed(0)
+    supernet = build_supernet("resnet_s9")
+    with torch.no_grad():
+        randomize_bn_stats(supernet)
+        for m in supernet.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.mul_(gain)
+    return export_dn(supernet, dn).eval()
+
+
+def test_parity_is_judged_against_each_images_output_scale():
+    expected = torch.tensor([[2e4, 1e-3, 5.0], [0.5, -0.2, 0.1]])
+    got = expected + torch.tensor([[0.1, 0.1, -0.1], [1e-5, 0.0, 0.0]])
+    assert not torch.allclose(got, expected, atol=1e-4, rtol=1e-4)  # an element-wise check fails small outputs
+    assert parity_error(got, expected) == pytest.approx(max(0.1 / 2e4, 1e-5 / 1.0), rel=1e-2)
+    assert parity_error(expected + 0.01, expected) == pytest.approx(0.01, rel=1e-3)  # scale < 1: absolute
+    with pytest.raises(ValueError, match="shape"):
+        parity_error(got[:1], expected)
+
+
+def test_onnx_of_a_trained_scale_dn_takes_any_batch_and_on_request_any_size(tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="the deploy extra: pip install -e '.[deploy]'")
+    model = trained_scale()
+    images = torch.randn(5, 3, RESOLUTION, RESOLUTION)
+    with torch.no_grad():
+        assert model(images).abs().max() > 1e4
+    save_dn_file(str(tmp_path / "dn.pth"), "resnet18", model.state_dict())
+    code, out, err = run_export([tmp_path / "dn.pth", "--format", "onnx", "--resolution", RESOLUTION,
+                                 "-o", tmp_path / "fixed.onnx"], capsys)
+    assert code == 0, err
+    assert f"any x 3 x {RESOLUTION} x {RESOLUTION}" in out and "checked at batches [1, 3]" in out
+    for batch in (1, 5):  # any batch by default
+        assert parity_error(run_onnx(str(tmp_path / "fixed.onnx"), images[:batch]), model(images[:batch])) < 1e-4
+    with pytest.raises(Exception, match="dimensions"):  # only R x R without --dynamic-size
+        run_onnx(str(tmp_path / "fixed.onnx"), torch.randn(1, 3, 80, 96))
+    code, out, err = run_export([tmp_path / "dn.pth", "--format", "onnx", "--resolution", RESOLUTION, "--dynamic-size",
+                                 "-o", tmp_path / "any.onnx"], capsys)
+    assert code == 0, err
+    assert f"sizes {RESOLUTION}x{RESOLUTION}, 83x101" in out
+    for shape in ((2, 3, 97, 131), (1, 3, 224, 160)):
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            assert parity_error(run_onnx(str(tmp_path / "any.onnx"), x), model(x)) < 1e-4
+
+
+def test_static_batch_and_dynamic_size_of_a_pt2_program(tmp_path, capsys):
+    model = deployable("mbv3_w0.5")
+    save_dn_file(str(tmp_path / "dn.pth"), "mbv3_w0.5", model.state_dict())
+    code, out, err = run_export([tmp_path / "dn.pth", "--format", "pt2", "--resolution", RESOLUTION, "--dynamic-size",
+                                 "-o", tmp_path / "m.pt2"], capsys)
+    assert code == 0 and "checked at batches [1, 3]" in out, err
+    program = torch.export.load(str(tmp_path / "m.pt2")).module()
+    x = torch.randn(4, 3, 70, 90)
+    with torch.no_grad():
+        torch.testing.assert_close(program(x), model(x), atol=1e-5, rtol=1e-5)
+    code, out, err = run_export([tmp_path / "dn.pth", "--format", "pt2", "--resolution", RESOLUTION, "--static-batch",
+                                 "-o", tmp_path / "s.pt2"], capsys)
+    assert code == 0 and "checked at batches [2]" in out, err
+    with pytest.raises(Exception):
+        torch.export.load(str(tmp_path / "s.pt2")).module()(torch.randn(3, 3, RESOLUTION, RESOLUTION))
+
+
+def test_the_parity_check_fails_a_file_of_another_network(tmp_path):
+    model = trained_scale()
+    path = export_torchscript(model, str(tmp_path / "m.pt"), RESOLUTION)
+    check_deployed(model, path, "torchscript", [(RESOLUTION, RESOLUTION)])
+    with torch.no_grad():
+        model.fc.weight.mul_(1.001) if hasattr(model.fc, "weight") else model.layer4[-1].bn2.weight.mul_(1.001)
+    with pytest.raises(RuntimeError, match="differs from the PyTorch model"):
+        check_deployed(model, path, "torchscript", [(RESOLUTION, RESOLUTION)])

@@ -5,14 +5,17 @@ state_dict.
     python tools/export_dn.py output/demo/export/mbv3_w0.75.pth --format onnx --resolution 32 -o mbv3_w0.75.onnx
     python tools/export_dn.py output/dspnet_mbv3_imagenet/checkpoint_XXXXXXXX.pth --dn mbv3_w0.5 \\
         --data-root /path/to/imagenet --format torchscript -o mbv3_w0.5.pt
-    python tools/export_dn.py output/supervised/dspnet/export/mbv3_w1.0.pth --format onnx --dynamic-batch -o m.onnx
+    python tools/export_dn.py output/supervised/dspnet/export/mbv3_w1.0.pth --format onnx --dynamic-size -o m.onnx
 
 The static DN (torchvision's network, with the classifier when the file has one), in eval mode. A DN of
 a supernet checkpoint gets BN statistics of its own, recalibrated on a seeded sample of --data-root
-(or keeps the shared ones with --no-bn-recalibration); an exported DN carries its own already. The
-written file is checked before the command ends: ONNX under ONNX Runtime, TorchScript reloaded, both
-against the PyTorch model on random images (atol 1e-4 + rtol 1e-4). ONNX needs the deploy extra:
-pip install -e ".[deploy]".
+(or keeps the shared ones with --no-bn-recalibration); an exported DN carries its own already.
+ONNX and .pt2 files take any batch size (``--static-batch``: 2 only) and, with ``--dynamic-size``, any
+height and width (else R x R). The written file is checked before the command ends (ONNX under ONNX
+Runtime, TorchScript and .pt2 reloaded) against the PyTorch model on random images at two batch sizes
+(and at two sizes with --dynamic-size), and on real images of --data-root when given: per image, the
+largest difference over the output's scale must stay within 1e-4 (a trained DN's outputs reach ~1e4, and
+float32 error grows with them). ONNX needs the deploy extra: pip install -e ".[deploy]".
 """
 from __future__ import annotations
 
@@ -22,33 +25,13 @@ import sys
 import torch
 
 from dspnet_d2.errors import cli_main
-from dspnet_d2.export import (export_onnx, export_program, export_torchscript, load_dn_model, onnx_session,
-                              require_deploy_extra, run_onnx)
+from dspnet_d2.export import (check_deployed, check_sizes, export_onnx, export_program, export_torchscript,
+                              load_dn_model, require_deploy_extra)
 from dspnet_d2.weights import PRETRAIN_FORMAT, SUPERVISED_FORMAT, read_source, save_dn_file
-from pretrain.recalibration import add_recalibration_args, check_recalibration_args, recalibrate_from_args
+from pretrain.recalibration import (add_recalibration_args, check_recalibration_args, check_images_from_args,
+                                    recalibrate_from_args)
 
 FORMATS = ("onnx", "torchscript", "pt2", "state_dict")
-ATOL = RTOL = 1e-4
-
-
-def check_file(model, path: str, fmt: str, resolution: int, dynamic_batch: bool) -> float:
-    """Largest |file - PyTorch| over random batches (1 and 3 images with a dynamic batch, else 2)."""
-    worst = 0.0
-    if fmt == "onnx":  # each file loaded once for all the batches
-        session = onnx_session(path)
-        run = lambda x: run_onnx(session, x)  # noqa: E731
-    else:
-        run = torch.jit.load(path) if fmt == "torchscript" else torch.export.load(path).module()
-    for batch in (1, 3) if dynamic_batch or fmt == "torchscript" else (2,):
-        images = torch.randn(batch, 3, resolution, resolution, generator=torch.Generator().manual_seed(batch))
-        with torch.no_grad():
-            expected = model(images)
-            got = run(images)
-        if got.shape != expected.shape or not torch.allclose(got, expected, atol=ATOL, rtol=RTOL):
-            raise RuntimeError(f"{path} differs from the PyTorch model: max |diff| "
-                               f"{(got - expected).abs().max().item() if got.shape == expected.shape else 'shape'}")
-        worst = max(worst, (got - expected).abs().max().item())
-    return worst
 
 
 def main(argv=None) -> int:
@@ -56,11 +39,16 @@ def main(argv=None) -> int:
     parser.add_argument("source", help="pretraining / supervised checkpoint, or an exported DN (export/<dn>.pth)")
     parser.add_argument("--dn", default=None, help="the DN (default: the exported DN's own)")
     parser.add_argument("--format", choices=FORMATS, required=True)
-    parser.add_argument("--dynamic-batch", action="store_true", help="ONNX / pt2: any batch size (default: 2)")
+    parser.add_argument("--static-batch", action="store_true", help="ONNX / pt2: batch size 2 only (default: any)")
+    parser.add_argument("--dynamic-batch", action="store_true", help=argparse.SUPPRESS)  # the default now
+    parser.add_argument("--dynamic-size", action="store_true", help="ONNX / pt2: any height and width "
+                        "(default: --resolution x --resolution); checked at two sizes")
     parser.add_argument("--no-classifier", action="store_true", help="the encoder only, pooled features out")
     parser.add_argument("-o", "--output", required=True)
     add_recalibration_args(parser)
     args = parser.parse_args(argv)
+    if args.static_batch and args.dynamic_batch:
+        parser.error("--static-batch and --dynamic-batch exclude each other")
     _, _, kind = read_source(args.source, allow_torchvision=False)
     model, dn = load_dn_model(args.source, args.dn, classifier=not args.no_classifier)
     check_recalibration_args(parser, args, shares_bn=kind in (PRETRAIN_FORMAT, SUPERVISED_FORMAT))
@@ -71,16 +59,23 @@ def main(argv=None) -> int:
         save_dn_file(args.output, dn, model.state_dict(), bn_recalibration=info, source=args.source)
         print(f"wrote DN {dn} ({sum(p.numel() for p in model.parameters())} parameters) to {args.output}")
         return 0
+    dynamic_batch = not args.static_batch
     if args.format == "onnx":
         require_deploy_extra()
-        export_onnx(model, args.output, resolution, dynamic_batch=args.dynamic_batch)
+        export_onnx(model, args.output, resolution, dynamic_batch=dynamic_batch, dynamic_size=args.dynamic_size)
     elif args.format == "pt2":
-        export_program(model, args.output, resolution, dynamic_batch=args.dynamic_batch)
-    else:
+        export_program(model, args.output, resolution, dynamic_batch=dynamic_batch, dynamic_size=args.dynamic_size)
+    else:  # a trace holds for any batch and size: these networks have no shape-dependent control flow
         export_torchscript(model, args.output, resolution)
-    worst = check_file(model, args.output, args.format, resolution, args.dynamic_batch)
-    print(f"wrote DN {dn} as {args.format} ({resolution} px{', dynamic batch' if args.dynamic_batch else ''}) to "
-          f"{args.output}; max |{args.format} - PyTorch| on random images {worst:.2e}"
+    sizes = check_sizes(resolution, args.dynamic_size or args.format == "torchscript")
+    batches = (1, 3) if dynamic_batch or args.format == "torchscript" else (2,)
+    real = check_images_from_args(dn, args, resolution)
+    worst = check_deployed(model, args.output, args.format, sizes, batches, images=real)
+    shape = (f"{'any' if dynamic_batch else 2} x 3 x " + ("any H x W" if args.dynamic_size else f"{resolution} x {resolution}")
+             if args.format != "torchscript" else "traced: any batch and size")
+    checked = ", ".join(f"{h}x{w}" for h, w in sizes) + (f" and {len(real)} images of {args.data_root}" if real is not None else "")
+    print(f"wrote DN {dn} as {args.format} ({shape}) to {args.output}; checked at batches {list(batches)}, sizes "
+          f"{checked}: max |{args.format} - PyTorch| {worst:.1e} of the output's scale"
           + (f"; BN recalibrated on {info['images']} images" if info else ""))
     return 0
 
