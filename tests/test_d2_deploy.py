@@ -97,3 +97,52 @@ def test_compare_fields_fails_on_a_different_output():
 def test_export_d2_needs_the_trained_weights(demo_root, tmp_path, capsys):
     code, _, err = run_export(["--config-file", CONFIG, "-o", tmp_path, "MODEL.WEIGHTS", tmp_path / "none.pth"], capsys)
     assert code == 2 and "give the trained model_final.pth" in err
+
+
+@pytest.fixture(scope="module")
+def coco_like(tmp_path_factory):
+    """COCO-shaped val images (six sizes and aspect ratios, polygon masks, crowd regions), registered."""
+    from detectron2.data import DatasetCatalog
+    from detectron2.data.datasets import register_coco_instances
+
+    from dspnet_d2.demo_data import write_coco_like
+
+    root = tmp_path_factory.mktemp("coco_like")
+    annotations = write_coco_like(root, "val")
+    if "dspnet_coco_like_val" not in DatasetCatalog.list():
+        register_coco_instances("dspnet_coco_like_val", {}, str(annotations), str(root / "val"))
+    return root
+
+
+# COCO's test resize, scaled down for CPU: the short side to 160, the long one at most 267 (800 / 1333)
+COCO_LIKE_OPTS = ["DATASETS.TEST", "('dspnet_coco_like_val',)", "INPUT.MIN_SIZE_TEST", "160",
+                  "INPUT.MAX_SIZE_TEST", "267"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_serves_coco_shaped_images_of_every_size(fmt, coco_like, tmp_path, capsys):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime", reason="the deploy extra: pip install -e '.[deploy]'")
+    weights = trained_weights("mbv3_w0.5", tmp_path / "model_final.pth")
+    opts = ["MODEL.DSPNET.DN", "mbv3_w0.5", "MODEL.WEIGHTS", weights] + OPTS + COCO_LIKE_OPTS
+    code, out, err = run_export(["--config-file", CONFIG, "--format", fmt, "-o", tmp_path / "out", "--num-images", 6,
+                                 *opts], capsys)
+    assert code == 0, err
+    assert "equal to the eager model on 6 images of dspnet_coco_like_val at 7 sizes" in out  # 5 + 2 resized
+    # independently of the tool: every size after the test resize, through the file without the adapter
+    cfg = load_config(CONFIG, opts)
+    model = load_eval_model(cfg)
+    from detectron2.data import DatasetCatalog
+
+    path = str(tmp_path / "out" / ("model.ts" if fmt == "torchscript" else "model.onnx"))
+    shapes = set()
+    for record in DatasetCatalog.get("dspnet_coco_like_val"):
+        image = model_input(cfg, record["file_name"])
+        shapes.add(tuple(image.shape[1:]))
+        expected = eager_fields(model, image)
+        got = exported_outputs(path, fmt, image)
+        for name, tensor in expected.items():
+            assert any(t.shape == tensor.shape and torch.allclose(t.float(), tensor.float(), atol=1e-3, rtol=1e-3)
+                       for t in got), (name, image.shape)
+    assert len(shapes) >= 4 and all(min(s) == 160 or max(s) == 267 for s in shapes)

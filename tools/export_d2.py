@@ -6,9 +6,11 @@ check the file against the eager model on real images.
         -o output/deploy/demo MODEL.WEIGHTS output/detection/demo/model_final.pth
 
 Writes OUTPUT/model.ts or OUTPUT/model.onnx, traced on the first image of the config's first test dataset;
-then, for --num-images images of that dataset, the exported model's boxes, scores, classes and masks
-(R-CNN outputs before the resize to the original image size) must equal the eager model's within
---atol/--rtol, else the command fails. Needs detectron2 (and onnxruntime for --format onnx).
+both take an image of any height and width. Then, for --num-images images of that dataset (each at its own
+size after the test resize) and the first one at two more sizes of other aspect ratios, the exported
+model's boxes, scores, classes and masks (R-CNN outputs before the resize to the original image size) must
+equal the eager model's within --atol/--rtol, else the command fails. Needs detectron2 (and onnxruntime for
+--format onnx).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from dspnet_d2.export import require_deploy_extra
 
 try:
     from dspnet_d2.d2.deploy import (compare_fields, eager_fields, export_model, exported_fields, load_eval_model,
-                                     load_exported, model_input)
+                                     load_exported, model_input, size_variants)
     from dspnet_d2.d2.train import load_config, register_demo
 except ImportError as err:  # reported as the other commands report a user's mistake
     print(f"error: tools/export_d2.py: {err}", file=sys.stderr)
@@ -55,12 +57,16 @@ def main(argv=None) -> int:
     images = [model_input(cfg, r["file_name"]) for r in records]
     path, adapter = export_model(model, images[0], args.format, args.output)
     run = load_exported(path, args.format)
-    for record, image in zip(records, images):
+    names = [os.path.basename(r["file_name"]) for r in records]
+    checks = list(zip(names, images)) + [(f"{names[0]} resized", v) for v in size_variants(images[0])]
+    for name, image in checks:
         expected = eager_fields(model, image)
         diffs = compare_fields(expected, exported_fields(run, adapter, image), args.atol, args.rtol)
-        print(f"{os.path.basename(record['file_name'])}: {len(expected['scores'])} detections, max |diff| "
+        print(f"{name} ({image.shape[1]}x{image.shape[2]}): {len(expected['scores'])} detections, max |diff| "
               + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
-    print(f"wrote {path}: equal to the eager model on {len(images)} images of {cfg.DATASETS.TEST[0]}")
+    sizes = sorted({tuple(image.shape[1:]) for _, image in checks})
+    print(f"wrote {path}: equal to the eager model on {len(images)} images of {cfg.DATASETS.TEST[0]} at "
+          f"{len(sizes)} sizes ({', '.join(f'{h}x{w}' for h, w in sizes)})")
     return 0
 
 

@@ -18,6 +18,7 @@ from detectron2.export import TracingAdapter  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
 __all__ = ["load_eval_model", "model_input", "tracing_adapter", "export_model", "eager_fields", "load_exported",
+           "size_variants",
            "exported_fields",
            "compare_fields", "FIELDS"]
 
@@ -54,8 +55,8 @@ def tracing_adapter(model, image: torch.Tensor) -> TracingAdapter:
 @torch.no_grad()
 def export_model(model, image: torch.Tensor, fmt: str, output_dir: str) -> tuple[str, TracingAdapter]:
     """Trace ``model`` on ``image`` and write ``model.ts`` (TorchScript) or ``model.onnx`` (ONNX through the
-    TorchScript-based exporter at detectron2's STABLE_ONNX_OPSET_VERSION, the path detectron2 supports for
-    R-CNN; torch.export cannot capture its data-dependent proposal counts). Returns (path, adapter)."""
+    TorchScript-based exporter, the path detectron2 supports for R-CNN; torch.export cannot capture its
+    data-dependent proposal counts). Both take an image (3, H, W) of any size. Returns (path, adapter)."""
     adapter = tracing_adapter(model, image)
     os.makedirs(output_dir, exist_ok=True)
     if fmt == "torchscript":
@@ -64,11 +65,23 @@ def export_model(model, image: torch.Tensor, fmt: str, output_dir: str) -> tuple
         traced.save(path)
     elif fmt == "onnx":
         path = os.path.join(output_dir, "model.onnx")
-        torch.onnx.export(adapter, (image,), path, opset_version=ONNX_OPSET, dynamo=False)
+        # height and width free: test images differ in size after ResizeShortestEdge (the trace records the
+        # shape arithmetic, so only the ONNX input's declared shape would pin one size)
+        torch.onnx.export(adapter, (image,), path, opset_version=ONNX_OPSET, dynamo=False, input_names=["image"],
+                          dynamic_axes={"image": {1: "height", 2: "width"}})
         model.eval()  # the exporter leaves the module in training mode
     else:
         raise ValueError(f"format must be torchscript or onnx, got {fmt!r}")
     return path, adapter
+
+
+def size_variants(image: torch.Tensor) -> list[torch.Tensor]:
+    """``image`` resized to two other sizes of other aspect ratios (wider, then taller; neither a multiple of
+    the backbone's stride): what a file that serves one traced size would fail on."""
+    _, h, w = image.shape
+    sizes = [(h * 3 // 4 + 1, w * 5 // 4 + 3), (h * 5 // 4 + 3, w * 3 // 4 + 1)]
+    return [torch.nn.functional.interpolate(image[None], size=s, mode="bilinear", align_corners=False)[0]
+            for s in sizes]
 
 
 def _fields(instances) -> dict[str, torch.Tensor]:
