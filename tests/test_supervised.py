@@ -256,3 +256,20 @@ def test_compare_runs_merges_series_into_one_table_and_plot(tmp_path, capsys, mo
     assert (tmp_path / "fig" / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     missing = run_tool("compare_runs", [tmp_path / "nope", "-o", tmp_path / "fig"], capsys, monkeypatch)
     assert missing.code == 2 and "error: " in missing.err and "results.json" in missing.err
+
+
+def test_recipes_follow_timm_and_torchvision():
+    from pretrain.supervised.optim import build_optimizer, supervised_lr_at
+
+    mbv3 = load_supervised_cfg("configs/supervised/slimmable_mbv3_imagenet.yaml")
+    # timm: 2 processes x -b 512 at lr 0.064, so 0.064 per 1024 images of the global batch
+    assert mbv3.SOLVER.BATCH_SIZE == 1024 and mbv3.SOLVER.BASE_LR / mbv3.SOLVER.BASE_BATCH == 0.064 / 1024
+    steps = 1_281_167 // mbv3.SOLVER.BATCH_SIZE
+    assert 7.5 < 1 / (1 - mbv3.MODEL.EMA_DECAY) / steps < 8.5  # the EMA spans about 8 epochs, as timm's
+    resnet = load_supervised_cfg("configs/supervised/slimmable_resnet_imagenet.yaml")
+    lrs = [supervised_lr_at(epoch * 100, 100, resnet) for epoch in (0, 29, 30, 59, 60, 89)]
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])  # torchvision's StepLR(30, 0.1)
+    model = build_supernet("resnet_s9", num_classes=10)
+    assert {g["weight_decay"] for g in build_optimizer(resnet, model).param_groups} == {1e-4}  # every parameter
+    decays = [g["weight_decay"] for g in build_optimizer(mbv3, build_supernet("mbv3_s3", num_classes=10)).param_groups]
+    assert decays == [1e-5, 0.0]  # timm: no decay on biases and norms

@@ -53,7 +53,9 @@ _C.SOLVER.DECAY_EPOCHS = 2.4
 _C.SOLVER.DECAY_RATE = 0.973
 _C.SOLVER.WARMUP_EPOCHS = 5  # linear warm-up from WARMUP_LR (timm train.py's default length)
 _C.SOLVER.WARMUP_LR = 1e-6
-_C.SOLVER.WEIGHT_DECAY = 1e-5  # on weights only (ndim > 1), as timm's default filter of biases and norms
+_C.SOLVER.WEIGHT_DECAY = 1e-5  # on weights (ndim > 1); on biases and norms too with WEIGHT_DECAY_NORM_AND_BIAS
+# False: timm's default filter (no decay on biases and norm parameters); True: torchvision's reference
+_C.SOLVER.WEIGHT_DECAY_NORM_AND_BIAS = False
 _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.RMSPROP_ALPHA = 0.9
 # torch's RMSprop adds eps outside the square root, TensorFlow's inside: eps = sqrt(1e-3) emulates timm's

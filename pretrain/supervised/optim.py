@@ -10,10 +10,12 @@ __all__ = ["build_optimizer", "supervised_lr_at"]
 
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
-    """Weight decay on weights only (ndim > 1): timm's default filter of biases and norm parameters."""
+    """Weight decay on weights (ndim > 1); biases and norm parameters decay only with
+    ``SOLVER.WEIGHT_DECAY_NORM_AND_BIAS`` (torchvision's reference), else not (timm's default filter)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     rest = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.SOLVER.WEIGHT_DECAY}, {"params": rest, "weight_decay": 0.0}]
+    rest_decay = cfg.SOLVER.WEIGHT_DECAY if cfg.SOLVER.WEIGHT_DECAY_NORM_AND_BIAS else 0.0
+    groups = [{"params": decay, "weight_decay": cfg.SOLVER.WEIGHT_DECAY}, {"params": rest, "weight_decay": rest_decay}]
     if cfg.SOLVER.OPTIMIZER == "rmsprop":
         return torch.optim.RMSprop(groups, lr=0.0, alpha=cfg.SOLVER.RMSPROP_ALPHA, eps=cfg.SOLVER.RMSPROP_EPS,
                                    momentum=cfg.SOLVER.MOMENTUM)
@@ -24,7 +26,8 @@ def supervised_lr_at(step: int, steps_per_epoch: int, cfg) -> float:
     """Linear warm-up from WARMUP_LR over WARMUP_EPOCHS (per step), then the schedule.
 
     "step" decays by DECAY_RATE every DECAY_EPOCHS counted in whole epochs from epoch 0 (timm's step
-    scheduler); "cosine" goes to 0 over the epochs after the warm-up (torchvision's reference).
+    scheduler; with DECAY_EPOCHS 30 and DECAY_RATE 0.1, torchvision's StepLR); "cosine" goes to 0 over the
+    epochs after the warm-up.
     """
     solver = cfg.SOLVER
     peak = solver.BASE_LR * solver.BATCH_SIZE / solver.BASE_BATCH
