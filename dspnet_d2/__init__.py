@@ -2,7 +2,8 @@
 from .d2.config import add_dspnet_config
 from .dn import DN_SETS, FAMILIES, DNSpec, dn_set, parse_dn
 from .errors import ExistingFileError, InvalidInputError, MissingFileError, UserError
-from .export import export_dn, recalibrate_bn
+from .export import export_dn
+from .recalibration import recalibrate_bn
 from .families import FAMILY_DESCRIPTORS, Family, build_static_dn, build_supernet, get_family
 from .slim import SlimMobileNetV3, SlimResNet, Supernet
 

@@ -9,7 +9,8 @@ import random
 import torch
 
 from dspnet_d2.errors import InvalidInputError
-from dspnet_d2.export import export_dn, recalibrate_bn, seeded_subset
+from dspnet_d2.export import export_dn
+from dspnet_d2.recalibration import recalibrate_bn, seeded_subset
 
 from .data import ImageFolderIO, LabelledImages, eval_transform
 from .eval.data import extract_features

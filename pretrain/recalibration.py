@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dspnet_d2.export import recalibrate_bn, seeded_subset
+from dspnet_d2.recalibration import recalibrate_bn, seeded_subset
 
 from .data import ImageFolderIO, LabelledImages, eval_transform
 

@@ -10,7 +10,8 @@ import torchvision
 from dspnet_d2 import build_supernet, export_dn
 from dspnet_d2.dn import DN_SETS
 from dspnet_d2.errors import cli_main
-from dspnet_d2.export import check_deployed, export_onnx, export_torchscript, load_dn_model, parity_error, run_onnx
+from dspnet_d2.deploy import check_deployed, export_onnx, export_torchscript, parity_error, run_onnx
+from dspnet_d2.export import load_dn_model
 from dspnet_d2.weights import save_dn_file
 
 from conftest import randomize_bn_stats

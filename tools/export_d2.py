@@ -19,7 +19,7 @@ import os
 import sys
 
 from dspnet_d2.errors import MissingFileError, cli_main
-from dspnet_d2.export import require_deploy_extra
+from dspnet_d2.deploy import require_deploy_extra
 
 try:
     from dspnet_d2.d2.deploy import (compare_fields, eager_fields, export_model, exported_fields, load_eval_model,

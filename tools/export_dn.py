@@ -22,11 +22,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
 
 from dspnet_d2.errors import cli_main
-from dspnet_d2.export import (check_deployed, check_sizes, export_onnx, export_program, export_torchscript,
-                              load_dn_model, require_deploy_extra)
+from dspnet_d2.deploy import (check_deployed, check_sizes, export_onnx, export_program, export_torchscript,
+                              require_deploy_extra)
+from dspnet_d2.export import load_dn_model
 from dspnet_d2.weights import PRETRAIN_FORMAT, SUPERVISED_FORMAT, read_source, save_dn_file
 from pretrain.recalibration import (add_recalibration_args, check_recalibration_args, check_images_from_args,
                                     recalibrate_from_args)

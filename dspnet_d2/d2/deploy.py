@@ -98,7 +98,7 @@ def load_exported(path: str, fmt: str):
     """The exported file as a function of the image to its flat outputs (loaded once, run per image)."""
     if fmt == "torchscript":
         return torch.jit.load(path)
-    from ..export import onnx_session
+    from ..deploy import onnx_session
 
     session = onnx_session(path)
     name = session.get_inputs()[0].name

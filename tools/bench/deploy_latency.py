@@ -22,7 +22,7 @@ import torch
 from torchvision.models import mobilenet_v3_large, resnet18, resnet34
 
 from dspnet_d2 import build_supernet, export_dn, parse_dn
-from dspnet_d2.export import export_onnx, export_torchscript, onnx_session
+from dspnet_d2.deploy import export_onnx, export_torchscript, onnx_session
 
 TORCHVISION_TWINS = {"resnet_w1.0_d2222": resnet18, "resnet_w1.0_d3463": resnet34}
 
