@@ -50,3 +50,14 @@ def test_build_supernet_uses_the_family_class(set_name):
     family = get_family(DN_SETS[set_name][0])
     assert isinstance(supernet, family.supernet)
     assert hasattr(supernet, family.head)
+
+
+def test_the_descriptor_says_which_regularizers_a_family_takes():
+    from pretrain.supervised.config import load_supervised_cfg, regularizers
+
+    cfg = load_supervised_cfg("configs/supervised/slimmable_mbv3_imagenet.yaml")
+    assert regularizers(cfg, get_family("mbv3")) == {"dropout": 0.2, "drop_path": 0.2}
+    assert regularizers(cfg, get_family("resnet")) == {}
+    for name, family in FAMILY_DESCRIPTORS.items():  # each listed name is a keyword of the supernet constructor
+        top = DN_SETS["resnet_s9" if name == "resnet" else "mbv3_s5"][-1]
+        family.supernet(top, num_classes=10, **{arg: 0.1 for arg in family.regularizers})

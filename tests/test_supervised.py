@@ -125,7 +125,7 @@ def test_init_from_dspnet_byol_or_random(tmp_path):
 def test_bad_input_is_refused(data_root, tmp_path):
     with pytest.raises(MissingFileError, match="INIT"):
         supervised_main(["--config-file", "configs/supervised/demo.yaml", "INIT", str(tmp_path / "nope.pth")])
-    with pytest.raises(InvalidInputError, match="MobileNetV3 only"):
+    with pytest.raises(InvalidInputError, match="do not apply to the resnet family"):
         tiny_cfg(data_root, tmp_path, "MODEL.DNS", "resnet_s9", "MODEL.DROP_PATH", "0.2")
     with pytest.raises(InvalidInputError, match="NUM_SUBNETS"):
         tiny_cfg(data_root, tmp_path, "MODEL.DNS", "mbv3_w1.0", "MODEL.NUM_SUBNETS", "3")

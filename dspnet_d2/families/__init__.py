@@ -22,7 +22,9 @@ __all__ = ["Family", "FAMILY_DESCRIPTORS", "BasicResNet", "get_family", "build_s
 
 def get_family(dn_or_name: "str | DNSpec") -> Family:
     """The descriptor of a family, given its name (``"mbv3"``) or any DN of it."""
-    if isinstance(dn_or_name, str) and dn_or_name in FAMILY_DESCRIPTORS:
+    if isinstance(dn_or_name, DNSpec):
+        return FAMILY_DESCRIPTORS[dn_or_name.family]
+    if dn_or_name in FAMILY_DESCRIPTORS:
         return FAMILY_DESCRIPTORS[dn_or_name]
     return FAMILY_DESCRIPTORS[parse_dn(dn_or_name).family]
 

@@ -34,6 +34,9 @@ class Family:
     head: str  # the classifier module's name, in the static network and in the supernet
     norm_eps: float  # the BN arguments the DNs are pretrained with (and detectron2's norms get)
     norm_momentum: float
+    # regularisers the supernet constructor takes (keyword arguments, e.g. "dropout", "drop_path"):
+    # what the supervised recipes may switch on for this family
+    regularizers: tuple[str, ...] = ()
 
     @property
     def info(self) -> FamilyInfo:

@@ -30,4 +30,5 @@ def _stages(dn: DNSpec) -> tuple[tuple[str, ...], ...]:
 
 
 MBV3 = Family(name="mbv3", supernet=SlimMobileNetV3, build_static=_build_static, channels=dn_channels,
-              stem=("features.0",), stages=_stages, head="classifier", norm_eps=BN_EPS, norm_momentum=BN_MOMENTUM)
+              stem=("features.0",), stages=_stages, head="classifier", norm_eps=BN_EPS, norm_momentum=BN_MOMENTUM,
+              regularizers=("dropout", "drop_path"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from fvcore.common.config import CfgNode as CN
 
 from dspnet_d2.errors import InvalidInputError
+from dspnet_d2.families import get_family
 
 from ..config import check_crop_scale, load_recipe, parse_dns
 
@@ -21,8 +22,8 @@ _C.INIT = "none"
 _C.MODEL = CN()
 _C.MODEL.DNS = "mbv3_s5"  # the DN set, as the pretraining's MODEL.DNS
 _C.MODEL.NUM_SUBNETS = 4  # n: sandwich rule (largest on labels, smallest and n-2 random by inplace distillation)
-_C.MODEL.DROPOUT = 0.2  # dropout before the last classifier layer (MobileNetV3 only)
-_C.MODEL.DROP_PATH = 0.2  # stochastic depth of the last block, linear from 0 over blocks (MobileNetV3 only)
+_C.MODEL.DROPOUT = 0.2  # dropout before the last classifier layer (families whose descriptor lists "dropout")
+_C.MODEL.DROP_PATH = 0.2  # stochastic depth of the last block, linear from 0 over blocks (those listing "drop_path")
 _C.MODEL.LABEL_SMOOTHING = 0.1  # of the largest network's label loss
 _C.MODEL.EMA_DECAY = 0.9999  # EMA of the weights (evaluated and exported; 0: off), torch.optim.swa_utils
 _C.MODEL.SYNC_BN = False  # batch statistics over all ranks (timm's recipe trains without)
@@ -83,6 +84,15 @@ _C.SEED = 0
 _C.DEVICE = "auto"
 
 
+# config key -> the supernet constructor's argument (a family supports those its descriptor lists)
+REGULARIZER_KEYS = {"DROPOUT": "dropout", "DROP_PATH": "drop_path"}
+
+
+def regularizers(cfg: CN, family) -> dict[str, float]:
+    """The supernet constructor's regulariser arguments for ``family`` from the config."""
+    return {arg: cfg.MODEL[key] for key, arg in REGULARIZER_KEYS.items() if arg in family.regularizers}
+
+
 def get_cfg() -> CN:
     return _C.clone()
 
@@ -97,9 +107,11 @@ def validate_supervised_cfg(cfg: CN, world_size: int = 1) -> None:
     if n < 1 or (n >= 2 and len(dns) < 2) or (n > 2 and len(dns) < 3):
         raise InvalidInputError(f"MODEL.NUM_SUBNETS={n} does not fit the DN set {cfg.MODEL.DNS} ({len(dns)} DNs): "
                                 f"1 trains the largest only, 2 needs 2 DNs, more needs a DN between the extremes")
-    if dns[0].family != "mbv3" and (cfg.MODEL.DROP_PATH or cfg.MODEL.DROPOUT):
-        raise InvalidInputError(f"MODEL.DROP_PATH and MODEL.DROPOUT apply to MobileNetV3 only; set both to 0 for "
-                                f"{cfg.MODEL.DNS}")
+    family = get_family(dns[0])
+    unsupported = [key for key, value in REGULARIZER_KEYS.items() if cfg.MODEL[key] and value not in family.regularizers]
+    if unsupported:
+        raise InvalidInputError(f"MODEL.{' and MODEL.'.join(unsupported)} do not apply to the {family.name} family; "
+                                f"set them to 0 for {cfg.MODEL.DNS}")
     if cfg.SOLVER.OPTIMIZER not in ("rmsprop", "sgd") or cfg.SOLVER.SCHEDULE not in ("step", "cosine"):
         raise InvalidInputError(f"SOLVER.OPTIMIZER must be rmsprop or sgd and SOLVER.SCHEDULE step or cosine, got "
                                 f"{cfg.SOLVER.OPTIMIZER} / {cfg.SOLVER.SCHEDULE}")

@@ -23,7 +23,7 @@ from ..eval.report import write_report
 from ..loop import ResumableRun, per_dn_means
 from ..metrics import MetricWriter
 from ..recalibration import recalibrate_on_images
-from .config import validate_supervised_cfg
+from .config import regularizers, validate_supervised_cfg
 from .data import SeededLabelledImages, supervised_transform
 from .method import load_init, sandwich_order, train_subnets
 from .optim import build_optimizer, supervised_lr_at
@@ -64,8 +64,8 @@ class SupervisedTrainer(ResumableRun):
         self.num_classes = len(self.train_images.classes)
         self.resolution = cfg.DATA.RESOLUTION or full.info.eval_resolution
         torch.manual_seed(cfg.SEED)
-        extra = dict(dropout=cfg.MODEL.DROPOUT, drop_path=cfg.MODEL.DROP_PATH) if full.family == "mbv3" else {}
-        self.model = get_family(full).supernet(full, num_classes=self.num_classes, **extra)
+        family = get_family(full)
+        self.model = family.supernet(full, num_classes=self.num_classes, **regularizers(cfg, family))
         self.series = load_init(self.model, cfg.INIT)
         self.model.to(self.device)
         configure_norms(self.model, sync=cfg.MODEL.SYNC_BN and self.world_size > 1)
