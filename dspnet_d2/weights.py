@@ -7,21 +7,22 @@ export, the evaluation's readers and the detectron2 conversion.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .dn import DNSpec, dn_set, largest_dn, parse_dn
 from .errors import InvalidInputError
-from .families import build_static_dn
+from .families import build_static_dn, get_family
 
 PRETRAIN_FORMAT = "dspnet-pretrain-v1"  # pretraining checkpoints (pretrain/engine.py)
 DN_FORMAT = "dspnet-dn-v1"  # one exported DN (OUTPUT_DIR/export/<dn>.pth)
 SUPERVISED_FORMAT = "dspnet-supervised-v1"  # slimmable supervised training checkpoints (pretrain/supervised)
 TORCHVISION_FORMAT = "torchvision"  # a plain torchvision state_dict (read only)
 
-__all__ = ["PRETRAIN_FORMAT", "DN_FORMAT", "SUPERVISED_FORMAT", "TORCHVISION_FORMAT", "save_atomic", "save_dn_file", "read_source",
-           "read_source_weights", "dn_in_source", "slice_state_dict", "slice_for_dn", "static_dn"]
+__all__ = ["PRETRAIN_FORMAT", "DN_FORMAT", "SUPERVISED_FORMAT", "TORCHVISION_FORMAT", "save_atomic", "save_dn_file",
+           "describe", "WeightFile", "read_weights", "dn_in_source", "slice_state_dict", "slice_for_dn", "static_dn"]
 
 
 def save_atomic(obj, path: str) -> None:
@@ -31,49 +32,104 @@ def save_atomic(obj, path: str) -> None:
     os.replace(tmp, path)
 
 
+def describe(dns, entry: str, prefix: str = "") -> dict:
+    """A checkpoint's description of itself, written at its top level by the trainer that owns its layout:
+    its DN set, and where its encoder's torchvision-keyed weights are (``state[entry]``, keys ``prefix + name``).
+    ``read_weights`` follows it and knows no trainer's internals."""
+    return {"dns": [str(dn) for dn in dn_set(dns)], "encoder": {"entry": entry, "prefix": prefix}}
+
+
 def save_dn_file(path: str, dn: "str | DNSpec", state_dict: dict[str, torch.Tensor], **metadata) -> None:
     """One DN's weights (``DN_FORMAT``, tensors and plain values only, so ``weights_only`` loads read it)."""
     state = {k: v.detach().cpu() for k, v in state_dict.items()}
-    save_atomic({"format": DN_FORMAT, "dn": str(parse_dn(dn)), **metadata, "state_dict": state}, path)
+    save_atomic({"format": DN_FORMAT, "dn": str(parse_dn(dn)), **describe([dn], "state_dict"), **metadata,
+                 "state_dict": state}, path)
 
 
-def read_source(path: str, allow_torchvision: bool = True
-                ) -> tuple[dict[str, torch.Tensor], tuple[DNSpec, ...] | None, str]:
-    """Encoder weights (torchvision key names), the DNs they cover and the file's format, from a
-    pretraining checkpoint (the online supernet, whose BN buffers every DN shares), an exported DN,
-    a slimmable supervised checkpoint (its supernet, classifier included), or (``allow_torchvision``) a torchvision state_dict (``mobilenet_v3_large``, ``resnet18/34``: DNs
-    unknown, returned as None)."""
+# checkpoints written before they described themselves: where each format kept its encoder
+_LEGACY_LAYOUTS = {PRETRAIN_FORMAT: ("online", "encoder."), DN_FORMAT: ("state_dict", ""), SUPERVISED_FORMAT: ("model", "")}
+
+
+def _legacy_description(state: dict) -> dict:
+    """The description an older checkpoint of a known format would have written (``describe``)."""
+    entry, prefix = _LEGACY_LAYOUTS[state["format"]]
+    dns = [state["dn"]] if state["format"] == DN_FORMAT else state["signature"]["dns"]
+    return describe(dns, entry, prefix)
+
+
+@dataclass
+class WeightFile:
+    """A weight file, read once: its encoder weights (torchvision keys, a supernet's or one DN's, with the
+    classifier when it has one), the DNs they serve, and the file's other top-level entries (config, ...)."""
+    path: str
+    kind: str  # the file's format: PRETRAIN_FORMAT, DN_FORMAT, SUPERVISED_FORMAT or TORCHVISION_FORMAT
+    dns: "tuple[DNSpec, ...] | None"  # None: a torchvision state_dict (the caller names the DN)
+    weights: dict[str, torch.Tensor]
+    record: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def family(self) -> str:
+        return self.dns[0].family
+
+    @property
+    def shares_bn(self) -> bool:
+        """Every DN shares the supernet's BN buffers (a training checkpoint): a DN taken out of it needs
+        statistics of its own (recalibration); an exported DN carries its own."""
+        return self.kind in (PRETRAIN_FORMAT, SUPERVISED_FORMAT)
+
+    def dn(self, requested: "str | DNSpec | None" = None, slice_single: bool = False) -> DNSpec:
+        """The DN this file serves for ``requested`` (``dn_in_source``: the one rule)."""
+        return dn_in_source(self.path, self.dns, requested, slice_single)
+
+    def select(self, text: str) -> tuple[DNSpec, ...]:
+        """``all`` (the file's DNs) or a comma list, each checked against the file."""
+        if text.strip() == "all":
+            return self.dns
+        return tuple(self.dn(d) for d in dn_set([d.strip() for d in text.split(",")]))
+
+    def num_classes(self) -> int | None:
+        """The classifier's output size, or None for an encoder without classifier."""
+        if self.dns is None:
+            return None
+        head = get_family(self.family).head
+        weights = sorted((k for k in self.weights if k.startswith(head + ".") and k.endswith(".weight")),
+                         key=lambda k: [int(p) if p.isdigit() else p for p in k.split(".")])
+        return self.weights[weights[-1]].shape[0] if weights else None
+
+    def model(self, dn: "str | DNSpec | None" = None, classifier: bool = False) -> tuple[nn.Module, DNSpec]:
+        """The static network of ``dn`` (default: the file's own DN), in eval mode, with the file's classifier
+        when it has one and ``classifier`` is true."""
+        dn = self.dn(dn)
+        return static_dn(self.weights, dn, self.num_classes() if classifier else None).eval(), dn
+
+
+def read_weights(path: str, allow_torchvision: bool = False) -> WeightFile:
+    """Read any weight file of the package (pretraining or supervised checkpoint, exported DN) through the
+    description at its top level (``describe``; older files through ``_legacy_description``), or with
+    ``allow_torchvision`` a plain torchvision state_dict (``mobilenet_v3_large``, ``resnet18/34``)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, foreign objects, truncated files
         raise InvalidInputError(f"{path} is not a dspnet checkpoint: {err}") from None
     kind = state.get("format") if isinstance(state, dict) else None
-    if kind == PRETRAIN_FORMAT:
-        prefix = "encoder."
-        weights = {k[len(prefix):]: v for k, v in state["online"].items() if k.startswith(prefix)}
-        return weights, dn_set(state["signature"]["dns"]), kind
-    if kind == DN_FORMAT:
-        return state["state_dict"], (parse_dn(state["dn"]),), kind
-    if kind == SUPERVISED_FORMAT:
-        return state["model"], dn_set(state["signature"]["dns"]), kind
+    if kind in _LEGACY_LAYOUTS:
+        description = {k: state[k] for k in ("dns", "encoder")} if "encoder" in state else _legacy_description(state)
+        entry, prefix = description["encoder"]["entry"], description["encoder"]["prefix"]
+        weights = {k[len(prefix):]: v for k, v in state[entry].items() if k.startswith(prefix)}
+        record = {k: v for k, v in state.items() if k != entry}
+        return WeightFile(path, kind, dn_set(description["dns"]), weights, record)
     if allow_torchvision and isinstance(state, dict):
         state = state.get("state_dict", state)
         if state and all(isinstance(v, torch.Tensor) for v in state.values()):
-            return dict(state), None, TORCHVISION_FORMAT
-    expected = f"{PRETRAIN_FORMAT!r} or {DN_FORMAT!r}" + (" or a torchvision state_dict" if allow_torchvision else "")
+            return WeightFile(path, TORCHVISION_FORMAT, None, dict(state))
+    expected = f"{PRETRAIN_FORMAT!r}, {SUPERVISED_FORMAT!r} or {DN_FORMAT!r}" + (
+        " or a torchvision state_dict" if allow_torchvision else "")
     raise InvalidInputError(f"{path} is not a dspnet checkpoint (format {kind!r}; expected {expected})")
-
-
-def read_source_weights(path: str, allow_torchvision: bool = True
-                        ) -> tuple[dict[str, torch.Tensor], tuple[DNSpec, ...] | None]:
-    """``read_source`` without the format."""
-    weights, dns, _ = read_source(path, allow_torchvision)
-    return weights, dns
 
 
 def dn_in_source(source: str, dns: "tuple[DNSpec, ...] | None", dn: "str | DNSpec | None" = None,
                  slice_single: bool = False) -> DNSpec:
-    """The DN that weights holding ``dns`` (``read_source``) serve for the request ``dn``: the one rule of
+    """The DN that weights holding ``dns`` (``WeightFile.dns``) serve for the request ``dn``: the one rule of
     every reader (export, conversion, evaluation, the supervised start).
 
     - A supernet checkpoint (several DNs) serves each of its DNs, and any sub-network of its largest one

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 
 from dspnet_d2.export import export_dn
-from dspnet_d2.weights import save_dn_file
+from dspnet_d2.weights import describe, save_dn_file
 
 from .checkpoint import FORMAT
 from .config import parse_dns, validate_cfg
@@ -84,6 +84,9 @@ class Trainer(ResumableRun):
 
     def model_state(self) -> dict:
         return {"online": self.method.online.state_dict(), "target": self.method.target.state_dict()}
+
+    def weights_description(self) -> dict:
+        return describe(self.method.dns, "online", "encoder.")  # the online network's encoder: every DN's weights
 
     def load_model_state(self, state: dict) -> None:
         self.method.online.load_state_dict(state["online"])

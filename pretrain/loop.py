@@ -96,6 +96,10 @@ class ResumableRun:
     def model_state(self) -> dict:
         raise NotImplementedError
 
+    def weights_description(self) -> dict:
+        """``dspnet_d2.weights.describe`` of this run's checkpoints: where ``model_state`` keeps the encoder."""
+        raise NotImplementedError
+
     def load_model_state(self, state: dict) -> None:
         raise NotImplementedError
 
@@ -170,8 +174,8 @@ class ResumableRun:
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"format": self.checkpoint_format, "signature": self.signature(), "config": self.cfg.dump(),
-                "step": self.step, **self.model_state(), "optimizer": self.optimizer.state_dict(),
+        return {"format": self.checkpoint_format, **self.weights_description(), "signature": self.signature(),
+                "config": self.cfg.dump(), "step": self.step, **self.model_state(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": rng_state()}
 
     def save(self) -> None:

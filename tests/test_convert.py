@@ -8,7 +8,7 @@ from torchvision.models import mobilenet_v3_large, resnet18
 from dspnet_d2 import build_static_dn, build_supernet, export_dn
 from dspnet_d2.convert import D2_PREFIX, dn_backbone_state
 from dspnet_d2.errors import InvalidInputError
-from dspnet_d2.weights import read_source_weights
+from dspnet_d2.weights import read_weights
 from pretrain.data import ImageFolderIO
 from pretrain.recalibration import recalibrate_on_images
 from pretrain_utils import run_tool, tiny_data
@@ -81,7 +81,7 @@ def test_bad_sources_and_dns_fail_clearly(pretrain_ckpt, tmp_path, convert):
     assert result.code == 2 and "not in" in result.err
     (tmp_path / "junk.pth").write_bytes(b"junk")
     with pytest.raises(InvalidInputError, match="is not a dspnet checkpoint"):
-        read_source_weights(str(tmp_path / "junk.pth"))
+        read_weights(str(tmp_path / "junk.pth"))
     with pytest.raises(ValueError, match="cannot be sliced"):
         dn_backbone_state(build_static_dn("mbv3_w0.5").state_dict(), "mbv3_w1.0")
 

@@ -11,8 +11,7 @@ from dspnet_d2 import build_supernet, export_dn
 from dspnet_d2.dn import DN_SETS
 from dspnet_d2.errors import cli_main
 from dspnet_d2.deploy import check_deployed, export_onnx, export_torchscript, parity_error, run_onnx
-from dspnet_d2.export import load_dn_model
-from dspnet_d2.weights import save_dn_file
+from dspnet_d2.weights import read_weights, save_dn_file
 
 from conftest import randomize_bn_stats
 
@@ -87,15 +86,15 @@ def test_every_dn_exports_to_onnx_and_torchscript(dn, tmp_path):
     check_torchscript(dn, tmp_path)
 
 
-def test_load_dn_model_keeps_the_classifier_of_a_file_that_has_one(tmp_path):
+def test_read_weights_keeps_the_classifier_of_a_file_that_has_one(tmp_path):
     model = deployable("mbv3_w0.75", num_classes=7)
     save_dn_file(str(tmp_path / "dn.pth"), "mbv3_w0.75", model.state_dict())
-    loaded, dn = load_dn_model(str(tmp_path / "dn.pth"))
+    loaded, dn = read_weights(str(tmp_path / "dn.pth")).model(classifier=True)
     assert str(dn) == "mbv3_w0.75" and not loaded.training
     images = torch.randn(2, 3, RESOLUTION, RESOLUTION)
     with torch.no_grad():
         torch.testing.assert_close(loaded(images), model(images), atol=0, rtol=0)
-    encoder, _ = load_dn_model(str(tmp_path / "dn.pth"), classifier=False)
+    encoder, _ = read_weights(str(tmp_path / "dn.pth")).model()
     assert encoder(images).shape == (2, 720)  # 960 x 0.75: the pooled features
     torchvision.models.mobilenet_v3_large(width_mult=0.75, num_classes=7).load_state_dict(loaded.state_dict())
 

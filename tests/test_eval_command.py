@@ -114,10 +114,11 @@ def test_bad_inputs_fail_before_training(run, tmp_path):
 
 
 def test_initial_weights_reference_is_the_runs_step0_supernet(run, tmp_path):
-    from pretrain.eval.weights import read_initial_weights, read_pretrained
+    from dspnet_d2.weights import read_weights
+    from pretrain.eval.weights import read_initial_weights
 
     started = Trainer(tiny_cfg(run["data"], tmp_path / "fresh")).method.online.encoder.state_dict()
-    rebuilt = read_initial_weights(read_pretrained(str(run["dspnet"]))).encoder_state
+    rebuilt = read_initial_weights(read_weights(str(run["dspnet"]))).weights
     trained = torch.load(run["dspnet"], weights_only=True)["online"]
     assert rebuilt.keys() == started.keys()
     assert all(torch.equal(rebuilt[k], started[k]) for k in started)

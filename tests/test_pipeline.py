@@ -14,7 +14,7 @@ import yaml
 
 from dspnet_d2.demo_data import make_demo_dataset
 from dspnet_d2.errors import cli_main
-from dspnet_d2.weights import read_source
+from dspnet_d2.weights import read_weights
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 DNS = ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w1.0"]
@@ -95,7 +95,7 @@ def test_without_detectron2_runs_stages_1_to_3_and_says_what_it_skipped(tiny):
 
 
 def _checkpoint_tensors(path):
-    weights, _, _ = read_source(str(path))
+    weights = read_weights(str(path)).weights
     return weights
 
 

@@ -7,6 +7,7 @@ import torchvision
 
 from dspnet_d2 import DN_SETS, build_static_dn, parse_dn
 from dspnet_d2.export import export_dn
+from dspnet_d2.weights import read_weights
 from pretrain.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from pretrain.config import load_cfg, validate_cfg
 from pretrain.engine import NonFiniteLossError, Trainer
@@ -53,6 +54,11 @@ def test_full_run_warmup_sandwich_export_and_checkpoints(data_root, tmp_path):
     assert len(list_checkpoints(tmp_path)) == cfg.CHECKPOINT.KEEP
     state = load_checkpoint(latest_checkpoint(tmp_path))  # weights_only=True inside
     assert state["step"] == 8 and "MODEL:" in state["config"]
+    # the checkpoint describes itself: its DN set and where the encoder's torchvision-keyed weights are
+    assert state["dns"] == ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w1.0"]
+    assert state["encoder"] == {"entry": "online", "prefix": "encoder."}
+    served = read_weights(latest_checkpoint(tmp_path))
+    assert served.weights.keys() == trainer.method.online.encoder.state_dict().keys()
     assert os.path.exists(tmp_path / "tb")
     for dn in ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w1.0"]:
         saved = torch.load(tmp_path / "export" / f"{dn}.pth", weights_only=True)

@@ -183,6 +183,8 @@ def test_command_evaluates_and_exports_every_dn(data_root, tmp_path):
     assert all(r["series"] == "random init" and 0 <= r["top1"] <= r["top5"] <= 100 for r in results)
     assert all(r["bn_recalibration"] == {"seed": 0, "images": 32, "resolution": 32} for r in results)
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG" and (out / "results.md").exists()
+    checkpoint = torch.load(out / "checkpoint_00000008.pth", weights_only=True)
+    assert checkpoint["dns"] == [str(dn) for dn in S3] and checkpoint["encoder"] == {"entry": "model", "prefix": ""}
     for dn in S3:
         saved = torch.load(out / "export" / f"{dn}.pth", weights_only=True)
         net = mobilenet_v3_large(width_mult=dn.width, num_classes=8)

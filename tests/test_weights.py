@@ -6,9 +6,7 @@ import torch
 from dspnet_d2 import build_supernet, export_dn
 from dspnet_d2.dn import DN_SETS, parse_dn
 from dspnet_d2.errors import InvalidInputError
-from dspnet_d2.export import load_dn_model
-from dspnet_d2.weights import PRETRAIN_FORMAT, dn_in_source, save_dn_file
-from pretrain.eval.weights import read_pretrained
+from dspnet_d2.weights import PRETRAIN_FORMAT, describe, dn_in_source, read_weights, save_dn_file
 from pretrain.supervised.method import load_init
 from pretrain_utils import run_tool
 
@@ -49,18 +47,18 @@ def test_a_supernet_serves_its_dns_and_a_single_dn_file_its_own_only():
 
 def test_every_reader_refuses_a_slice_of_a_single_dn_file(files, capsys, monkeypatch):
     exported = str(files / "mbv3_w0.75.pth")
-    model, dn = load_dn_model(exported)
+    model, dn = read_weights(exported).model()
     assert str(dn) == "mbv3_w0.75"
     with pytest.raises(InvalidInputError, match="single network mbv3_w0.75"):
-        load_dn_model(exported, "mbv3_w0.5")
+        read_weights(exported).model("mbv3_w0.5")
     result = run_tool("convert_to_d2", [exported, "--dn", "mbv3_w0.5", "-o", files / "x.pkl"], capsys, monkeypatch)
     assert result.code == 2 and "single network mbv3_w0.75" in result.err
     assert not (files / "x.pkl").exists()
     with pytest.raises(InvalidInputError, match="single network mbv3_w0.75"):
-        read_pretrained(exported).select("mbv3_w0.5")
+        read_weights(exported).select("mbv3_w0.5")
     # the supernet serves every DN, to every reader
-    assert str(load_dn_model(str(files / "supernet.pth"), "mbv3_w0.5")[1]) == "mbv3_w0.5"
-    assert [str(d) for d in read_pretrained(str(files / "supernet.pth")).select("all")] == [str(d) for d in S3]
+    assert str(read_weights(str(files / "supernet.pth")).model("mbv3_w0.5")[1]) == "mbv3_w0.5"
+    assert [str(d) for d in read_weights(str(files / "supernet.pth")).select("all")] == [str(d) for d in S3]
 
 
 def test_the_supervised_start_slices_a_full_single_network_by_its_explicit_rule(files):
@@ -68,3 +66,27 @@ def test_the_supervised_start_slices_a_full_single_network_by_its_explicit_rule(
     assert load_init(model, str(files / "mbv3_w1.0.pth")) == "BYOL init"
     with pytest.raises(InvalidInputError, match="full network mbv3_w1.0"):
         load_init(build_supernet("mbv3_s3", num_classes=4), str(files / "mbv3_w0.75.pth"))
+
+
+def test_the_reader_follows_a_files_own_description_and_reads_older_files(files, tmp_path):
+    legacy = read_weights(str(files / "supernet.pth"))  # written without a description: its format's layout
+    assert legacy.kind == PRETRAIN_FORMAT and legacy.shares_bn and legacy.dns == S3
+    # a checkpoint that keeps its encoder elsewhere says so, and the reader follows it
+    moved = {"format": PRETRAIN_FORMAT, **describe(S3, "student", "backbone."), "config": "SEED: 3\n",
+             "student": {f"backbone.{k}": v for k, v in legacy.weights.items()}}
+    torch.save(moved, tmp_path / "moved.pth")
+    served = read_weights(str(tmp_path / "moved.pth"))
+    assert served.dns == S3 and served.record["config"] == "SEED: 3\n"
+    assert all(torch.equal(served.weights[k], v) for k, v in legacy.weights.items())
+    dn_file = torch.load(files / "mbv3_w0.75.pth", weights_only=True)  # exported DNs describe themselves too
+    assert dn_file["dns"] == ["mbv3_w0.75"] and dn_file["encoder"] == {"entry": "state_dict", "prefix": ""}
+
+
+def test_export_dn_reads_its_source_once(files, tmp_path, capsys, monkeypatch):
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
+    result = run_tool("export_dn", [files / "mbv3_w0.75.pth", "--format", "state_dict", "-o", tmp_path / "x.pth"],
+                      capsys, monkeypatch)
+    assert result.code == 0, result.err
+    assert loads == [str(files / "mbv3_w0.75.pth")]

@@ -22,7 +22,7 @@ import sys
 
 from dspnet_d2.convert import dn_backbone_state, save_d2_pkl, supernet_backbone_state, to_d2_model
 from dspnet_d2.errors import cli_main
-from dspnet_d2.weights import PRETRAIN_FORMAT, SUPERVISED_FORMAT, dn_in_source, read_source, static_dn
+from dspnet_d2.weights import read_weights, static_dn
 from pretrain.recalibration import add_recalibration_args, check_recalibration_args, recalibrate_from_args
 
 
@@ -34,7 +34,8 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output", required=True, help="output .pkl")
     add_recalibration_args(parser)
     args = parser.parse_args(argv)
-    weights, dns, kind = read_source(args.source)
+    source = read_weights(args.source, allow_torchvision=True)
+    weights, dns = source.weights, source.dns
     if args.supernet:
         if dns is None or len(dns) < 2:
             parser.error("--supernet needs a DSPNet pretraining checkpoint (several DNs)")
@@ -42,8 +43,8 @@ def main(argv=None) -> int:
         save_d2_pkl(args.output, to_d2_model(state), supernet=top)
         print(f"wrote {len(state)} tensors of supernet {top} (DNs {', '.join(map(str, dns))}) to {args.output}")
         return 0
-    dn = dn_in_source(args.source, dns, args.dn)
-    check_recalibration_args(parser, args, shares_bn=kind in (PRETRAIN_FORMAT, SUPERVISED_FORMAT))
+    dn = source.dn(args.dn)
+    check_recalibration_args(parser, args, shares_bn=source.shares_bn)
     note = ""
     if args.data_root and not args.no_bn_recalibration:
         model = static_dn(weights, dn)

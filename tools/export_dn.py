@@ -26,8 +26,7 @@ import sys
 from dspnet_d2.errors import cli_main
 from dspnet_d2.deploy import (check_deployed, check_sizes, export_onnx, export_program, export_torchscript,
                               require_deploy_extra)
-from dspnet_d2.export import load_dn_model
-from dspnet_d2.weights import PRETRAIN_FORMAT, SUPERVISED_FORMAT, read_source, save_dn_file
+from dspnet_d2.weights import read_weights, save_dn_file
 from pretrain.recalibration import (add_recalibration_args, check_recalibration_args, check_images_from_args,
                                     recalibrate_from_args)
 
@@ -49,9 +48,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.static_batch and args.dynamic_batch:
         parser.error("--static-batch and --dynamic-batch exclude each other")
-    _, _, kind = read_source(args.source, allow_torchvision=False)
-    model, dn = load_dn_model(args.source, args.dn, classifier=not args.no_classifier)
-    check_recalibration_args(parser, args, shares_bn=kind in (PRETRAIN_FORMAT, SUPERVISED_FORMAT))
+    source = read_weights(args.source)
+    model, dn = source.model(args.dn, classifier=not args.no_classifier)
+    check_recalibration_args(parser, args, shares_bn=source.shares_bn)
     info = recalibrate_from_args(model, dn, args)
     model.eval()
     resolution = args.resolution or dn.info.eval_resolution

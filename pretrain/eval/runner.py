@@ -12,6 +12,7 @@ import torch.distributed as dist
 from dspnet_d2.complexity import dn_complexity
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.families import build_static_dn
+from dspnet_d2.weights import read_weights
 
 from ..data import ImageFolderIO, LabelledImages, eval_transform
 from ..recalibration import recalibrate_on_images
@@ -21,7 +22,7 @@ from .data import extract_features, make_loader, train_transform
 from .knn import knn_scores, topk_accuracy
 from .report import write_report
 from .subsets import draw_balanced, read_list_file, write_list_file
-from .weights import read_initial_weights, read_pretrained
+from .weights import read_initial_weights
 
 logger = logging.getLogger("pretrain.eval")
 
@@ -39,7 +40,7 @@ class Evaluation:
         self.jobs = []
         sources = ([(cfg.PRETRAINED, False)] if cfg.PRETRAINED else []) + [(p, True) for p in cfg.BASELINES]
         for path, is_baseline in sources:
-            weights = read_pretrained(path)
+            weights = read_weights(path)
             dns = weights.select(cfg.DNS) if not is_baseline else weights.dns
             self.jobs += [(_series_name(weights, is_baseline), weights, dn) for dn in dns]
         references = []
@@ -82,7 +83,7 @@ class Evaluation:
         if weights is None:
             torch.manual_seed(seed)
             return build_static_dn(dn)
-        return weights.encoder(dn)
+        return weights.model(dn)[0].train()  # as built: the protocol sets the modes it needs
 
     def run(self) -> list[dict]:
         results = [self.evaluate(series, weights, dn) for series, weights, dn in self.jobs]

@@ -11,7 +11,7 @@ from dspnet_d2.dn import DNSpec
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.families import get_family
 from dspnet_d2.slim import Supernet
-from dspnet_d2.weights import DN_FORMAT, PRETRAIN_FORMAT, dn_in_source, read_source, slice_for_dn
+from dspnet_d2.weights import DN_FORMAT, PRETRAIN_FORMAT, read_weights, slice_for_dn
 
 from ..method import sample_subnets
 
@@ -67,7 +67,8 @@ def load_init(model: Supernet, init: str) -> str:
     """
     if init.strip().lower() == "none":
         return INIT_SERIES["none"]
-    weights, dns, kind = read_source(init, allow_torchvision=False)
+    source = read_weights(init)
+    weights, dns, kind = source.weights, source.dns, source.kind
     if kind not in (PRETRAIN_FORMAT, DN_FORMAT):
         raise InvalidInputError(f"INIT {init} is a {kind} file; give a pretraining checkpoint or an exported DN")
     full = model.max_dn
@@ -76,7 +77,7 @@ def load_init(model: Supernet, init: str) -> str:
         raise InvalidInputError(f"INIT {init} holds the single network {dns[0]}; a single-network start (BYOL+S-Net) "
                                 f"must be the full network {full} of MODEL.DNS")
     try:  # slicing the full single network into every DN is the BYOL+S-Net start itself
-        dn_in_source(init, dns, full, slice_single=True)
+        source.dn(full, slice_single=True)
     except InvalidInputError:
         raise InvalidInputError(f"INIT {init} holds {', '.join(map(str, dns))}, which does not contain {full}") from None
     target = {k: v for k, v in model.state_dict().items() if not k.startswith(head)}

@@ -13,7 +13,7 @@ from dspnet_d2.dn import largest_dn
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.families import get_family
 from dspnet_d2.slim.ops import configure_norms
-from dspnet_d2.weights import SUPERVISED_FORMAT, save_dn_file, static_dn
+from dspnet_d2.weights import SUPERVISED_FORMAT, describe, save_dn_file, static_dn
 
 from ..config import parse_dns
 from ..data import ImageFolderIO, LabelledImages, ResumableSampler, eval_transform
@@ -98,6 +98,9 @@ class SupervisedTrainer(ResumableRun):
     def model_state(self) -> dict:
         return {"series": self.series, "model": self.model.state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else None}
+
+    def weights_description(self) -> dict:
+        return describe(self.dns, "model", "")  # the supernet, classifier included
 
     def load_model_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
