@@ -13,8 +13,8 @@ from dspnet_d2.export import export_dn
 from dspnet_d2.recalibration import recalibrate_bn, seeded_subset
 
 from .data import ImageFolderIO, LabelledImages, eval_transform
-from .eval.data import extract_features
-from .eval.knn import knn_scores, topk_accuracy
+from .features import extract_features, topk_accuracy
+from .knn import knn_scores
 
 logger = logging.getLogger("pretrain")
 

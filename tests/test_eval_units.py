@@ -6,7 +6,8 @@ import torch
 from pretrain.eval.classifier import Classifier, train_classifier
 from pretrain.eval.config import load_eval_cfg
 from pretrain.eval.data import train_transform
-from pretrain.eval.knn import knn_scores, topk_accuracy
+from pretrain.features import topk_accuracy
+from pretrain.knn import knn_scores
 from pretrain.eval.subsets import draw_balanced, read_list_file, write_list_file
 
 

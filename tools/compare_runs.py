@@ -15,7 +15,7 @@ import os
 import sys
 
 from dspnet_d2.errors import InvalidInputError, MissingFileError, cli_main
-from pretrain.eval.report import write_report
+from pretrain.report import write_report
 
 
 def read_results(run_dir: str) -> list[dict]:

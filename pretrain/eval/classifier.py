@@ -12,7 +12,7 @@ from tqdm import tqdm
 from dspnet_d2.weights import save_atomic
 
 from ..distributed import is_main_process, world_size
-from .knn import topk_accuracy
+from ..features import evaluate_classifier
 
 
 class Classifier(nn.Module):
@@ -94,11 +94,3 @@ def train_classifier(model: Classifier, train_loader, val_loader, cfg, device: t
         if world > 1:
             dist.barrier()
     return evaluate_classifier(model, val_loader, device)
-
-
-@torch.no_grad()
-def evaluate_classifier(model: nn.Module, loader, device: torch.device) -> dict[str, float]:
-    from .data import extract_features
-
-    logits, labels = extract_features(model, loader, device, desc="validate")
-    return topk_accuracy(logits, labels)

@@ -18,9 +18,10 @@ from ..data import ImageFolderIO, LabelledImages, eval_transform
 from ..recalibration import recalibrate_on_images
 from ..distributed import setup_distributed
 from .classifier import Classifier, train_classifier
-from .data import extract_features, make_loader, train_transform
-from .knn import knn_scores, topk_accuracy
-from .report import write_report
+from ..features import extract_features, make_loader, topk_accuracy
+from ..knn import knn_scores
+from ..report import write_report
+from .data import train_transform
 from .subsets import draw_balanced, read_list_file, write_list_file
 from .weights import read_initial_weights
 

@@ -17,12 +17,11 @@ from dspnet_d2.weights import SUPERVISED_FORMAT, describe, save_dn_file, static_
 
 from ..config import parse_dns
 from ..data import ImageFolderIO, LabelledImages, ResumableSampler, eval_transform
-from ..eval.classifier import evaluate_classifier
-from ..eval.data import make_loader
-from ..eval.report import write_report
+from ..features import evaluate_classifier, make_loader
 from ..loop import ResumableRun, per_dn_means
 from ..metrics import MetricWriter
 from ..recalibration import recalibrate_on_images
+from ..report import write_report
 from .config import regularizers, validate_supervised_cfg
 from .data import SeededLabelledImages, supervised_transform
 from .method import load_init, sandwich_order, train_subnets

@@ -1,4 +1,4 @@
-"""kNN classification on frozen features (cosine similarity)."""
+"""kNN classification on frozen features (cosine similarity): the evaluation protocol and the pretraining's monitor."""
 from __future__ import annotations
 
 import torch
@@ -31,12 +31,3 @@ def knn_scores(train_features: torch.Tensor, train_labels: torch.Tensor, test_fe
         votes.scatter_add_(1, labels, weights)
         scores.append(votes)
     return torch.cat(scores)
-
-
-def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict[str, float]:
-    """Top-k accuracies in percent (k capped at the number of classes)."""
-    out = {}
-    for k in ks:
-        top = scores.topk(min(k, scores.shape[1]), dim=1).indices
-        out[f"top{k}"] = 100.0 * (top == labels[:, None]).any(1).float().mean().item()
-    return out

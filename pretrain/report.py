@@ -1,4 +1,5 @@
-"""Tables (markdown, CSV, JSON) and the accuracy-vs-FLOPs/params plot of an evaluation run."""
+"""Per-DN accuracy tables (markdown, CSV, JSON) and the accuracy-vs-FLOPs/params plot: of an evaluation, of a
+supervised run, of several runs compared."""
 from __future__ import annotations
 
 import csv
