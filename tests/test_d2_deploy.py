@@ -1,6 +1,6 @@
 """tools/export_d2.py: Mask R-CNN with a DN backbone through detectron2's TracingAdapter, checked against the
 eager model on demo images (needs detectron2)."""
-import sys
+import runpy
 
 import pytest
 import torch
@@ -37,10 +37,8 @@ def trained_weights(dn: str, path) -> str:
 
 
 def run_export(args, capsys):
-    sys.path.insert(0, f"{ROOT}/tools")
-    import export_d2
-
-    code = cli_main(lambda: export_d2.main([str(a) for a in args]))
+    main = runpy.run_path(f"{ROOT}/tools/export_d2.py")["main"]  # the tool's module, not run as __main__
+    code = cli_main(lambda: main([str(a) for a in args]))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

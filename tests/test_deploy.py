@@ -1,5 +1,6 @@
 """Deployable DNs: ONNX (ONNX Runtime parity) and TorchScript (reloaded in a fresh process) for the smallest
 and largest DN of each family; every DN under ``-m deploy_sweep``; tools/export_dn.py."""
+import runpy
 import subprocess
 import sys
 
@@ -100,10 +101,8 @@ def test_read_weights_keeps_the_classifier_of_a_file_that_has_one(tmp_path):
 
 
 def run_export(args, capsys):
-    sys.path.insert(0, f"{ROOT}/tools")
-    import export_dn
-
-    code = cli_main(lambda: export_dn.main([str(a) for a in args]))
+    main = runpy.run_path(f"{ROOT}/tools/export_dn.py")["main"]  # the tool's module, not run as __main__
+    code = cli_main(lambda: main([str(a) for a in args]))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
