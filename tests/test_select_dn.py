@@ -13,11 +13,11 @@ import shutil
 import pytest
 import torch
 
-from dspnet_d2 import build_supernet, export_dn
+from dspnet_d2 import build_static_dn, build_supernet, export_dn
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.export import load_dn_model, run_onnx
 from dspnet_d2.selection import Budget, Settings, choose, pareto_front, read_accuracies, select_dn
-from dspnet_d2.selection.measure import CACHE_FILE
+from dspnet_d2.selection.measure import CACHE_FILE, RUNTIMES, deploy
 from dspnet_d2.weights import save_dn_file
 
 from conftest import randomize_bn_stats
@@ -132,6 +132,24 @@ def test_join_with_the_demo_evaluation_results(tmp_path):
     assert by_size.choice.dn == "mbv3_w0.5"
     table_md = (tmp_path / "out" / "dn_selection.md").read_text()
     assert "| random init knn top-1 |" in table_md and "Ranked by random init knn top-1" in table_md
+
+
+def test_every_runtime_runs_the_dn_it_times(tmp_path):
+    """What is timed computes the DN: each runtime's output equals the model's (the fresh process that measures
+    memory loads the same files with the same ``load_runner``: the end-to-end test runs it)."""
+    model = build_static_dn("mbv3_w0.5", num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    for runtime in RUNTIMES:
+        if runtime == "onnxruntime":
+            pytest.importorskip("onnxruntime", reason="the deploy extra: pip install -e '.[deploy]'")
+        settings = Settings(runtime, threads=1)
+        deployed = deploy(model, settings, str(tmp_path), "mbv3_w0.5", 32)
+        with torch.no_grad():
+            got = deployed.run(x)
+        got = torch.from_numpy(got[0]) if runtime == "onnxruntime" else got
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
 @pytest.fixture(scope="module")

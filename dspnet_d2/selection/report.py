@@ -68,7 +68,8 @@ def plot_selection(s, path: str, title: str) -> None:
 
     y_key, y_label = (s.rank_by, s.rank_by) if s.rank_by != SIZE else ("gflops", "GFLOPs")
     rows = [{**r, "gflops": r["flops"] / 1e9} for r in s.rows]
-    budget = {"latency_ms": s.budget.latency_ms, "gflops": s.budget.flops_g, "memory_mb": s.budget.memory_mb}
+    budget = {"gflops" if key == "flops" else key: (limit / 1e9 if key == "flops" else limit, words)
+              for key, limit, words in s.budget.limits()}  # plotted keys: the limit and its words
     panels = [("latency_ms", "latency (ms, median; bars q1-q3)", y_key, y_label)]
     panels.append(("gflops", "GFLOPs", y_key, y_label) if s.rank_by != SIZE
                   else ("latency_ms", "latency (ms, median; bars q1-q3)", "memory_mb", "peak memory (MB)"))
@@ -88,13 +89,17 @@ def plot_selection(s, path: str, title: str) -> None:
             front = sorted((r for r in points if r["dn"] in pareto_front(points, x_key, y)), key=lambda r: r[x_key])
             ax.plot([r[x_key] for r in front], [r[y] for r in front], "--s", color="grey", lw=1, ms=9, mfc="none",
                     label="Pareto front")
-        if budget.get(x_key) is not None:
-            ax.axvline(budget[x_key], color="red", lw=1, ls=":", label=f"budget {budget[x_key]:g}")
-        if budget.get(y) is not None:
-            ax.axhline(budget[y], color="red", lw=1, ls=":", label=f"budget {budget[y]:g}")
+        if x_key in budget:
+            ax.axvline(budget[x_key][0], color="red", lw=1, ls=":", label=budget[x_key][1])
+        if y in budget:
+            ax.axhline(budget[y][0], color="red", lw=1, ls=":", label=budget[y][1])
         chosen = [r for r in points if r["chosen"]]
         if chosen:
             ax.plot(chosen[0][x_key], chosen[0][y], "*", color="red", ms=16, mfc="none", label=f"chosen {chosen[0]['dn']}")
+        for set_scale, key in ((ax.set_xscale, x_key), (ax.set_yscale, y if y in ("gflops", "memory_mb") else None)):
+            values = [r[key] for r in points] if key else []
+            if values and min(values) > 0 and max(values) > 10 * min(values):  # MobileNets and ResNets both readable
+                set_scale("log")
         ax.set_xlabel(x_label)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
