@@ -91,13 +91,12 @@ def _reason(chosen, rows, within, limits, score, score_label, budget) -> str:
     text = (f"{chosen['dn']}: the highest {score_label} ({value}) {among}; {chosen['latency_ms']:.1f} ms, "
             f"{chosen['flops'] / 1e9:.3f} GFLOPs, "
             f"{chosen['params'] / 1e6:.2f} M params, {chosen['memory_mb']:.1f} MB")
-    better = [r for r in rows if r.get(score) is not None and r[score] > chosen[score]]
+    better = sorted((r for r in rows if r.get(score) is not None and r[score] > chosen[score]), key=lambda r: -r[score])
     if better:
-        over = []
-        for r in sorted(better, key=lambda r: -r[score]):
-            broken = [_value(r, key) for key, limit, _ in limits if r[key] > limit]
-            over.append(f"{r['dn']} ({', '.join(broken)})")
-        text += f". Higher {score_label} but over budget: " + "; ".join(over)
+        over = [f"{r['dn']} ({', '.join(_value(r, key) for key, limit, _ in limits if r[key] > limit)})"
+                for r in better[:3]]
+        more = f" and {len(better) - 3} more" if len(better) > 3 else ""
+        text += f". Higher {score_label} but over budget: " + "; ".join(over) + more
     return text
 
 

@@ -65,6 +65,8 @@ class Settings:
             raise InvalidInputError("ONNX Runtime is measured on the CPU (its CPU execution provider): use --device cpu")
         if self.amp and (self.device != "cuda" or self.runtime != "eager"):
             raise InvalidInputError("--amp (bf16 autocast) applies to --runtime eager on --device cuda")
+        if self.runtime == "onnxruntime":
+            require_deploy_extra()
         if self.channels_last and self.runtime == "onnxruntime":
             raise InvalidInputError("--channels-last applies to the eager and torchscript runtimes")
         for name in ("threads", "batch", "resolution", "repeats"):
@@ -117,7 +119,6 @@ def deploy(model: nn.Module, settings: Settings, folder: str, name: str, resolut
     model = _copy_for(model.eval(), settings)
     path = os.path.join(folder, name + {"eager": ".pth", "torchscript": ".pt", "onnxruntime": ".onnx"}[settings.runtime])
     if settings.runtime == "onnxruntime":
-        require_deploy_extra()
         export_onnx(model, path, resolution, dynamic_batch=True)
     elif settings.runtime == "torchscript":
         export_torchscript(model, path, resolution)

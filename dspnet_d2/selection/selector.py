@@ -98,8 +98,7 @@ def select_dn(sources: "list[str] | str", output_dir: str, results: "list[str] |
     if unmeasured:
         notes.append(f"results of DNs not among the sources, left out: {', '.join(unmeasured)}")
     records = measure({dn: c.model for dn, c in candidates.items()}, settings, output_dir, timer, memory, remeasure, log)
-    rows = [{**{k: v for k, v in records[dn].items() if k != "samples_ms"}, **accuracies.get(dn, {}),
-             "samples_ms": records[dn]["samples_ms"], "weights": c.path or "random (a name)"}
+    rows = [{**records[dn], **accuracies.get(dn, {}), "weights": c.path or "random (a name)"}
             for dn, c in candidates.items()]
     score = rank_by or (columns[0] if columns else SIZE)
     front = pareto_front(rows, "latency_ms", score)
