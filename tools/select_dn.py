@@ -34,7 +34,8 @@ from dspnet_d2.selection import Budget, ExportRequest, Settings, select_dn  # no
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sources", nargs="+", metavar="SOURCE", help="checkpoint, folder of exported DNs, or DN set name")
+    parser.add_argument("sources", nargs="+", metavar="SOURCE",
+                        help="checkpoint, folder of exported DNs, or DN set name")
     parser.add_argument("--results", nargs="+", default=[], metavar="FILE", help="results.json / .csv, detection.csv")
     parser.add_argument("--rank-by", default=None, metavar="COLUMN", help="accuracy column to maximise")
     budget = parser.add_argument_group("budgets (each optional; a DN must meet all)")
@@ -65,7 +66,8 @@ def main(argv=None) -> int:
         raise InvalidInputError("--export-file, --data-root and --no-bn-recalibration go with --export FORMAT")
     request = args.export and ExportRequest(args.export, args.export_file, args.data_root, args.no_bn_recalibration)
     selection = select_dn(
-        args.sources, args.output_dir, args.results, rank_by=args.rank_by, export=request or None, remeasure=args.remeasure,
+        args.sources, args.output_dir, args.results, rank_by=args.rank_by, export=request or None,
+        remeasure=args.remeasure,
         budget=Budget(args.max_latency_ms, args.max_flops, args.max_params, args.max_memory_mb),
         settings=Settings(args.runtime, args.device, args.threads, args.batch, args.resolution, args.amp,
                           args.channels_last, args.warmup, args.repeats))

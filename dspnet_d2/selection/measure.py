@@ -60,9 +60,11 @@ class Settings:
         if self.device not in DEVICES:
             raise InvalidInputError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise InvalidInputError("CUDA is absent on this machine (torch.cuda.is_available() is False): use --device cpu")
+            raise InvalidInputError("CUDA is absent on this machine (torch.cuda.is_available() is False): "
+                                    "use --device cpu")
         if self.device == "cuda" and self.runtime == "onnxruntime":
-            raise InvalidInputError("ONNX Runtime is measured on the CPU (its CPU execution provider): use --device cpu")
+            raise InvalidInputError("ONNX Runtime is measured on the CPU (its CPU execution provider): "
+                                    "use --device cpu")
         if self.amp and (self.device != "cuda" or self.runtime != "eager"):
             raise InvalidInputError("--amp (bf16 autocast) applies to --runtime eager on --device cuda")
         if self.runtime == "onnxruntime":
@@ -117,7 +119,8 @@ def deploy(model: nn.Module, settings: Settings, folder: str, name: str, resolut
     """Write ``model`` (left unchanged) as ``settings.runtime``'s file in ``folder`` and load it back:
     eager is the pickled module, TorchScript the traced file, ONNX Runtime the ONNX file (any batch)."""
     model = _copy_for(model.eval(), settings)
-    path = os.path.join(folder, name + {"eager": ".pth", "torchscript": ".pt", "onnxruntime": ".onnx"}[settings.runtime])
+    suffix = {"eager": ".pth", "torchscript": ".pt", "onnxruntime": ".onnx"}[settings.runtime]
+    path = os.path.join(folder, name + suffix)
     if settings.runtime == "onnxruntime":
         export_onnx(model, path, resolution, dynamic_batch=True)
     elif settings.runtime == "torchscript":
@@ -306,8 +309,8 @@ def measure(models: dict[str, nn.Module], settings: Settings, cache_dir: str, ti
         for resolution, dns in todo.items():
             log(f"measuring {len(dns)} DNs: {settings.describe(resolution)}; {settings.warmup} warm-up and "
                 f"{settings.repeats} timed rounds, interleaved")
-            for dn, record in _measure_group({dn: models[dn] for dn in dns}, settings, resolution, timer, memory).items():
-                cache[keys[dn]] = record
+            group = _measure_group({dn: models[dn] for dn in dns}, settings, resolution, timer, memory)
+            cache.update({keys[dn]: record for dn, record in group.items()})
             _write_cache(cache_path, cache)
     finally:
         torch.set_num_threads(threads)

@@ -95,7 +95,8 @@ def plot_selection(s, path: str, title: str) -> None:
             ax.axhline(budget[y][0], color="red", lw=1, ls=":", label=budget[y][1])
         chosen = [r for r in points if r["chosen"]]
         if chosen:
-            ax.plot(chosen[0][x_key], chosen[0][y], "*", color="red", ms=16, mfc="none", label=f"chosen {chosen[0]['dn']}")
+            ax.plot(chosen[0][x_key], chosen[0][y], "*", color="red", ms=16, mfc="none",
+                    label=f"chosen {chosen[0]['dn']}")
         for set_scale, key in ((ax.set_xscale, x_key), (ax.set_yscale, y if y in ("gflops", "memory_mb") else None)):
             values = [r[key] for r in points] if key else []
             if values and min(values) > 0 and max(values) > 10 * min(values):  # MobileNets and ResNets both readable

@@ -36,8 +36,9 @@ class ExportRequest:
             raise InvalidInputError(f"--export needs trained weights, and {', '.join(random)} come from a name "
                                     "(random weights): give a checkpoint or a folder of exported DNs")
         if any(c.shares_bn for c in candidates) and not (self.data_root or self.no_bn_recalibration):
-            raise InvalidInputError("--export of a DN of a supernet checkpoint needs --data-root to recalibrate its BN "
-                                    "statistics (all DNs share them in the supernet), or --no-bn-recalibration to keep them")
+            raise InvalidInputError("--export of a DN of a supernet checkpoint needs --data-root to recalibrate its "
+                                    "BN statistics (all DNs share them in the supernet), or --no-bn-recalibration "
+                                    "to keep them")
         if self.format == "onnx":
             require_deploy_extra()
 
@@ -97,7 +98,8 @@ def select_dn(sources: "list[str] | str", output_dir: str, results: "list[str] |
     unmeasured = sorted(set(accuracies) - set(candidates))
     if unmeasured:
         notes.append(f"results of DNs not among the sources, left out: {', '.join(unmeasured)}")
-    records = measure({dn: c.model for dn, c in candidates.items()}, settings, output_dir, timer, memory, remeasure, log)
+    records = measure({dn: c.model for dn, c in candidates.items()}, settings, output_dir, timer, memory, remeasure,
+                      log)
     rows = [{**records[dn], **accuracies.get(dn, {}), "weights": c.path or "random (a name)"}
             for dn, c in candidates.items()]
     score = rank_by or (columns[0] if columns else SIZE)
