@@ -13,16 +13,14 @@ between runs, which would slow whatever runs next).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
-import time
 
 import torch
 from torchvision.models import mobilenet_v3_large, resnet18, resnet34
 
 from dspnet_d2 import build_supernet, export_dn, parse_dn
-from dspnet_d2.deploy import export_onnx, export_torchscript, onnx_session
+from dspnet_d2.selection.measure import RUNTIMES, Settings, deploy, time_interleaved
 
 TORCHVISION_TWINS = {"resnet_w1.0_d2222": resnet18, "resnet_w1.0_d3463": resnet34}
 
@@ -34,38 +32,22 @@ def torchvision_twin(dn):
     return builder() if builder else None
 
 
-def onnx_runner(path: str, threads: int):
-    # no spinning: ORT's threads spin after a run by default and would steal the cores from the runtime timed next
-    session = onnx_session(path, threads, spinning=False)
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x.numpy()})
-
-
 @torch.no_grad()
 def measure(dn: str, batches, iters: int, threads: int, folder: str) -> list[dict]:
     spec = parse_dn(dn)
     torch.manual_seed(0)
     model = export_dn(build_supernet(spec.family, num_classes=1000), spec).eval()
     resolution = spec.info.eval_resolution
-    onnx_path = export_onnx(model, os.path.join(folder, f"{spec}.onnx"), resolution, dynamic_batch=True)
-    runners = {"eager": model, "torchscript": torch.jit.load(export_torchscript(model, os.path.join(folder, f"{spec}.pt"),
-                                                                                resolution)),
-               "onnxruntime": onnx_runner(onnx_path, threads)}
+    # the runtimes as tools/select_dn.py runs them (ONNX Runtime: any batch, its threads not spinning)
+    runners = {runtime: deploy(model, Settings(runtime, threads=threads), folder, str(spec), resolution).run
+               for runtime in RUNTIMES}
     twin = torchvision_twin(spec)
     if twin is not None:
         runners["torchvision"] = twin.eval()
     rows = []
     for batch in batches:
         x = torch.randn(batch, 3, resolution, resolution)
-        times = {name: [] for name in runners}
-        for _ in range(3):  # warm-up (TorchScript's profiling runs, oneDNN and ORT caches)
-            for run in runners.values():
-                run(x)
-        for _ in range(iters):
-            for name, run in runners.items():
-                start = time.perf_counter()
-                run(x)
-                times[name].append(time.perf_counter() - start)
+        times = time_interleaved(runners, x, warmup=3, repeats=iters)
         median = {name: statistics.median(t) * 1e3 for name, t in times.items()}
         reference = "torchvision" if "torchvision" in median else "eager"
         rows.append({"dn": str(spec), "batch": batch, "ms": median, "reference": reference})

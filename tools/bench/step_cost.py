@@ -33,7 +33,6 @@ import time
 
 DSPNET_DNS = ["mbv3_w0.5", "mbv3_w0.625", "mbv3_w0.75", "mbv3_w0.875", "mbv3_w1.0"]
 BYOL, DSPNET, ENGINE, PLAIN = "mbv3_w1.0", "mbv3_s5", "engine BYOL, plain BN", "plain eager BYOL loop"
-MMAP_THRESHOLD = "131072"  # bytes: glibc serves larger blocks with mmap and unmaps them when freed
 
 
 def step_flops(dns_sampled: list[list[str]], full: str, resolution: int, proj_hidden: int, proj_dim: int) -> float:
@@ -145,7 +144,9 @@ def run_variant(dns: str, n: int, args) -> dict:
     """Runs in its own process, so the peak memory is this variant's alone."""
     import torch
 
-    rss_base = _reset_peak_rss()  # after imports, before the model
+    from dspnet_d2.selection.measure import reset_peak_rss, status_bytes
+
+    rss_base = reset_peak_rss()  # after imports, before the model
     with tempfile.TemporaryDirectory() as out:
         trainer = build_trainer(dns, n, args, out)
         views = _views(args)
@@ -156,21 +157,8 @@ def run_variant(dns: str, n: int, args) -> dict:
         if trainer.device.type == "cuda":
             memory = torch.cuda.max_memory_allocated()
         else:
-            memory = _status_kib("VmHWM") * 1024 - rss_base  # peak RSS growth
+            memory = status_bytes("VmHWM") - rss_base  # peak RSS growth
     return {"dns": dns, "n": n, "memory": memory}
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
-
-
-def _reset_peak_rss() -> int:
-    """Reset this process's peak RSS to its current RSS (Linux ``clear_refs`` 5) and return it in bytes.
-    ``getrusage``'s ru_maxrss cannot serve: it keeps the parent's peak across fork and exec."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return _status_kib("VmRSS") * 1024
 
 
 def time_side_by_side(variants: list[tuple[str, int]], args) -> dict[str, float]:
@@ -199,6 +187,8 @@ def _interleaved(runners: dict, args) -> dict[str, float]:
 
 
 def measure(args, dns: str, n: int) -> dict:
+    from dspnet_d2.selection.measure import MMAP_THRESHOLD
+
     cmd = [sys.executable, __file__, "--variant", dns, "--n", str(n)] + _flags(args)
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env)
