@@ -21,7 +21,7 @@ from ..eval.classifier import evaluate_classifier
 from ..eval.data import make_loader
 from ..eval.report import write_report
 from ..loop import ResumableRun, per_dn_means
-from ..metrics import MetricWriter
+from ..metrics import build_metric_writer
 from ..recalibration import recalibrate_on_images
 from .config import validate_supervised_cfg
 from .data import SeededLabelledImages, supervised_transform
@@ -89,7 +89,7 @@ class SupervisedTrainer(ResumableRun):
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = cfg.SOLVER.EPOCHS * self.steps_per_epoch
         self.step = 0
-        self.metrics = MetricWriter(cfg.OUTPUT_DIR, enabled=self.is_main)
+        self.metrics = build_metric_writer(cfg, enabled=self.is_main)
 
     # -- checkpoints (ResumableRun) --------------------------------------------------------------
     def signature(self) -> dict:
