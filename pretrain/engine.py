@@ -146,7 +146,7 @@ class Trainer(ResumableRun):
 
     def after_epoch(self, epoch: int) -> None:
         if self.probes is not None:
-            self.metrics.write(self.step, self.probes.epoch_top1(self.world_size))
+            self.metrics.write(self.step, self.probes.epoch_top1())
         if (epoch + 1) % max(self.cfg.MONITOR.KNN_PERIOD, 1) == 0:
             self.monitor_knn()
         elif self.probes is not None:
