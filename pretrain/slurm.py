@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 
 from fvcore.common.config import CfgNode
@@ -130,6 +131,9 @@ def submit(command: list[str], nodes: int, gpus_per_node: int, hours: float, par
         executor.update_parameters(timeout_min=params["time"], tasks_per_node=params["ntasks_per_node"],
                                    gpus_per_node=gpus_per_node, signal_delay_s=signal_delay_s)
     else:
+        if shutil.which("srun") is None:
+            raise InvalidInputError("no Slurm here (srun is not on PATH): submit from a Slurm login node, or use "
+                                    "--local to try the job on this machine")
         executor = submitit.SlurmExecutor(folder, max_num_timeout=max_requeues)
         executor.update_parameters(**params)
     return executor.submit(ClusterCommand(command))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pretrain.preemption import EXIT_PREEMPTED, ForwardedChild, StopSignals, parse_signals
-from pretrain_utils import tiny_data, torchrun
+from pretrain_utils import tiny_command_args, tiny_data, torchrun
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,16 +24,6 @@ def data_root(tmp_path_factory):
 
 def _env():
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)  # the same float math in every run
-
-
-def _pretrain_args(data_root, output_dir):
-    """3 epochs of 4 steps; checkpoints only at epoch ends, so a mid-epoch one can only come from the signal."""
-    return ["--config-file", "configs/pretrain/demo.yaml", "DATA.ROOT", str(data_root), "OUTPUT_DIR", str(output_dir),
-            "DATA.RESOLUTION", "32", "DATA.NUM_WORKERS", "0", "MODEL.DNS", "mbv3_s3", "MODEL.NUM_SUBNETS", "3",
-            "MODEL.PROJ_HIDDEN", "32", "MODEL.PROJ_DIM", "16", "SOLVER.BATCH_SIZE", "16", "SOLVER.EPOCHS", "3",
-            "MODEL.FULL_ONLY_EPOCHS", "0", "SOLVER.WARMUP_EPOCHS", "1", "CHECKPOINT.PERIOD", "1000",
-            "CHECKPOINT.KEEP", "20", "LOG_PERIOD", "1", "EXPORT", "False", "CHANNELS_LAST", "False",
-            "MONITOR.KNN_PERIOD", "0", "MONITOR.LINEAR_PROBE", "True"]
 
 
 def _supervised_args(data_root, output_dir):
@@ -83,9 +73,9 @@ def _stopped_step(output_dir) -> int:
 @pytest.mark.slow
 def test_sigterm_to_torchrun_stops_both_ranks_at_one_step_and_resumes_exactly(data_root, tmp_path):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    torchrun(2, _pretrain_args(data_root, straight))
+    torchrun(2, tiny_command_args(data_root, straight))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pretrain",
-               *_pretrain_args(data_root, stopped)]
+               *tiny_command_args(data_root, stopped)]
     _, seconds = _signal_mid_run(command, stopped, after_step=5)
     step = _stopped_step(stopped)
     # the checkpoint of the step it stopped at, mid-epoch: not a periodic (epoch-end) one
@@ -94,7 +84,7 @@ def test_sigterm_to_torchrun_stops_both_ranks_at_one_step_and_resumes_exactly(da
     assert log.count(f"after step {step}") == 2 and f"Exit status {EXIT_PREEMPTED}" in log  # both ranks, one step
     print(f"SIGTERM to torchrun -> exit: {seconds:.2f} s (stopped after step {step})")
 
-    torchrun(2, _pretrain_args(data_root, stopped))  # the same command again
+    torchrun(2, tiny_command_args(data_root, stopped))  # the same command again
     assert f"resumed from {stopped / f'checkpoint_{step:08d}.pth'}" in (stopped / "log.txt").read_text()
     a, b = (torch.load(d / "checkpoint_00000012.pth", weights_only=True) for d in (straight, stopped))
     for part in ("online", "target", "optimizer", "linear_probe"):
