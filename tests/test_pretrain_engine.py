@@ -123,6 +123,39 @@ def test_knn_monitor_leaves_training_unchanged_and_resumes_bit_identically(data_
     assert (tmp_path / "watched" / "knn_monitor.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_linear_probe_leaves_pretraining_unchanged_logs_each_dn_and_resumes_exactly(data_root, tmp_path):
+    probe = ["MONITOR.LINEAR_PROBE", "True", "EXPORT", "False"]
+    plain = Trainer(tiny_cfg(data_root, tmp_path / "plain", "EXPORT", "False"))
+    plain.train()
+    probed = Trainer(tiny_cfg(data_root, tmp_path / "probed", *probe))
+    probed.train()
+    first = Trainer(tiny_cfg(data_root, tmp_path / "resumed", *probe))
+    assert first.train(stop_after=5) == 5  # killed mid-epoch 2, with half an epoch of probe counts
+    assert "linear_probe" in load_checkpoint(latest_checkpoint(tmp_path / "resumed"))
+    del first
+    resumed = Trainer(tiny_cfg(data_root, tmp_path / "resumed", *probe))
+    assert resumed.train() == 8
+    for other in (probed, resumed):
+        for part in ("online", "target"):
+            a, b = getattr(plain.method, part).state_dict(), getattr(other.method, part).state_dict()
+            assert all(torch.equal(a[k], b[k]) for k in a), part
+    a, b = probed.probes.checkpoint_state(), resumed.probes.checkpoint_state()
+    assert all(torch.equal(a["heads"][k], b["heads"][k]) for k in a["heads"])
+    assert all(torch.equal(x["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
+               for i, x in a["optimizer"]["state"].items())
+
+    def probe_curves(folder):
+        return {r["step"]: {k: v for k, v in r.items() if k.startswith("linear_probe/")}
+                for r in _records(folder) if any(k.startswith("linear_probe/") for k in r)}
+
+    curves = probe_curves(tmp_path / "probed")
+    assert list(curves[4]) == ["linear_probe/mbv3_w1.0"]  # the first epoch trains the full network only
+    assert set(curves[8]) == {"linear_probe/mbv3_w0.5", "linear_probe/mbv3_w0.75", "linear_probe/mbv3_w1.0"}
+    assert all(0 <= top1 <= 100 for v in curves.values() for top1 in v.values())
+    assert probe_curves(tmp_path / "resumed") == curves
+    assert (tmp_path / "probed" / "knn_monitor.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_interrupted_run_resumes_to_the_same_weights(data_root, tmp_path):
     straight = Trainer(tiny_cfg(data_root, tmp_path / "a"))
     straight.train()
@@ -187,6 +220,9 @@ def test_corrupt_and_truncated_images_are_skipped_and_counted(data_root, tmp_pat
     (["AMP.DTYPE", "float8"], "AMP.DTYPE"),
     (["DATA.COLOR_JITTER", "(0.4, 0.4, 0.2, 0.6)"], "hue <= 0.5"),
     (["DATA.GRAYSCALE_PROB", "1.5"], "GRAYSCALE_PROB"),
+    (["CHECKPOINT.SIGNALS", "('SIGTERM', 'SIGKILL')"], "CHECKPOINT.SIGNALS: 'SIGKILL' is not a signal"),
+    (["DIST.TIMEOUT_MINUTES", "0.0"], "DIST.TIMEOUT_MINUTES must be > 0"),
+    (["MONITOR.LINEAR_PROBE_LR", "-0.1"], "LINEAR_PROBE_LR"),
 ])
 def test_bad_config_values_fail_at_start(overrides, message):
     with pytest.raises(ValueError, match=message):
