@@ -7,6 +7,7 @@ A resumed run continues the same W&B run: its id is kept in OUTPUT_DIR/wandb_run
 from __future__ import annotations
 
 import os
+import secrets
 
 from dspnet_d2.errors import InvalidInputError
 
@@ -34,7 +35,7 @@ class WandbMirror:
             with open(id_path) as f:
                 run_id = f.read().strip()
         else:
-            run_id = wandb.util.generate_id()
+            run_id = secrets.token_hex(4)  # W&B ids: letters and digits
             with open(id_path, "w") as f:
                 f.write(run_id + "\n")
         self.run = wandb.init(project=project or None, name=name or None, id=run_id, resume="allow", dir=output_dir,
