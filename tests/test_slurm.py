@@ -76,5 +76,5 @@ def test_a_local_two_task_job_stops_at_the_time_limit_signal_is_requeued_and_res
     log = (out / "log.txt").read_text()
     assert "stopped by SIGTERM after step" in log and "resumed from" in log
     assert (out / "checkpoint_00000012.pth").exists()
-    task_log = next((out / "submitit").glob("*_0_log.err")).read_text()
+    task_log = "".join(path.read_text() for path in (out / "submitit").glob("*_0_log.*"))  # rank 0's out and err
     assert "Requeued job" in task_log
