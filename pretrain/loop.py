@@ -157,18 +157,18 @@ class ResumableRun:
                    dynamic_ncols=True)
         self.skipped_total = 0
         self.start_records()
-        try:
-            with StopSignals(self.cfg.CHECKPOINT.SIGNALS) as signals, collective_errors(
-                    self.rank, self.world_size, lambda: f"step {self.step}", self.cfg.DIST.TIMEOUT_MINUTES):
-                self.before_training(stop_at)
-                while self.step < stop_at:
-                    self.run_epoch(stop_at, bar, signals)
-        finally:
-            bar.close()
-            if self.skipped_total:
-                logger.warning("skipped %d unreadable images on rank %d", self.skipped_total, self.rank)
-        if self.step >= self.total_steps:
-            self.after_training()
+        with collective_errors(self.rank, self.world_size, lambda: f"step {self.step}", self.cfg.DIST.TIMEOUT_MINUTES):
+            try:
+                with StopSignals(self.cfg.CHECKPOINT.SIGNALS) as signals:
+                    self.before_training(stop_at)
+                    while self.step < stop_at:
+                        self.run_epoch(stop_at, bar, signals)
+            finally:
+                bar.close()
+                if self.skipped_total:
+                    logger.warning("skipped %d unreadable images on rank %d", self.skipped_total, self.rank)
+            if self.step >= self.total_steps:  # the signals' default actions again: the last checkpoint is written
+                self.after_training()
         self.metrics.close()
         return self.step
 
