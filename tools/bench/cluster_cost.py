@@ -8,7 +8,9 @@ time of the checkpoint a preemption writes (with and without the probe's state).
 
 The probe ratio is the median step with the probe / without it, the two trainers' steps interleaved
 round-robin in one process (as step_cost.py), with ``--classes`` classes (ImageNet's 1000 by default;
-the heads' size depends on it). The checkpoint is ``Trainer.state_dict()`` after a step (LARS momentum
+the heads' size depends on it). As that ratio is within the machine's noise, the probe's own work of a step
+(its forward and backward for the 4 sampled DNs on both views' features, then its SGD step) is also timed
+alone, median of 50, and given as a fraction of the step without it. The checkpoint is ``Trainer.state_dict()`` after a step (LARS momentum
 filled), written with ``save_atomic`` (temporary file in the same folder, then rename) into ``--dir``
 (put it on the file system the runs write to); its write time is the median of 3 writes.
 """
@@ -41,6 +43,27 @@ def attach_probe(trainer, classes: int):
     encoder = trainer.method.online.encoder
     dims = {str(dn): encoder.channels(dn)["pooled"] for dn in trainer.method.dns}
     trainer.probes = LinearProbes(dims, classes, lr=0.1).to(trainer.device)
+
+
+def probe_work_seconds(trainer, batch: int, classes: int, reps: int = 50) -> float:
+    """Median seconds of one step's probe work alone: 4 sampled DNs (the sandwich), both views."""
+    import torch
+
+    probes, device = trainer.probes, trainer.device
+    encoder = trainer.method.online.encoder
+    dns = trainer.method.sample(trainer.step, 0, full_only=False)
+    features = {dn: torch.randn(2 * batch, encoder.channels(dn)["pooled"], device=device) for dn in dns}
+    labels = torch.randint(0, classes, (2 * batch,), device=device)
+    times = []
+    for _ in range(reps + 1):
+        start = time.perf_counter()
+        for dn in dns:
+            probes.observe(dn, features[dn], labels)
+        probes.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
 
 
 def checkpoint_cost(trainer, folder: str) -> tuple[float, float]:
@@ -80,6 +103,9 @@ def main(argv=None) -> None:
         times = _interleaved({"without": plain, "with": WithProbe(probed, labels)}, args)
         print(f"step with the linear probe / without: {times['with'] / times['without']:.3f} "
               f"({times['with']:.3f} s vs {times['without']:.3f} s, median of {args.steps})", flush=True)
+        alone = probe_work_seconds(probed, args.batch, args.classes)
+        print(f"the probe's own work per step: {alone * 1e3:.2f} ms = {alone / times['without']:.4f} of a step "
+              f"without it", flush=True)
         folder = args.dir or out
         os.makedirs(folder, exist_ok=True)
         for name, trainer in (("without the probe", plain), ("with the probe", probed)):
