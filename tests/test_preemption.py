@@ -157,6 +157,7 @@ def test_a_rank_that_hangs_ends_the_others_within_the_timeout_naming_rank_and_st
     status, ended = json.loads((out / "status_0").read_text())
     waited = ended - float((out / "stall_started").read_text())
     assert status == 1 and 6 <= waited < 6 + 12, waited  # the 6 s timeout, not rank 1's 20 s sleep
+    print(f"rank 0 failed {waited:.1f} s after rank 1 began to sleep (timeout 6 s)")
     log = (out / "log.txt").read_text()
     assert "rank 0 of 2: a collective failed at step 2 (timeout 0.1 minutes): another rank is dead or stuck" in log
     assert json.loads((out / "status_1").read_text())[0] == 1  # the sleeper fails too once it wakes
