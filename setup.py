@@ -27,5 +27,9 @@ setup(
         "dev": ["pytest>=7"],
         # deployment: ONNX export (torch's dynamo exporter writes through onnxscript) and its checks
         "deploy": ["onnx", "onnxscript", "onnxruntime"],
+        # tools/submit.py: any command as a Slurm job (pretrain/slurm.py)
+        "slurm": ["submitit"],
+        # LOGGER.WANDB: the metrics mirrored to Weights & Biases (pretrain/wandb_logger.py)
+        "wandb": ["wandb"],
     },
 )

@@ -11,6 +11,7 @@ from dspnet_d2.dn import DNSpec, dn_set, largest_dn, smallest_dn
 from dspnet_d2.errors import InvalidInputError, MissingFileError
 
 from .augment import AUGMENT_BACKENDS
+from .preemption import parse_signals
 
 _C = CN()
 _C.RECIPE = ""  # recipe name, set from the config file's name; part of the checkpoint signature
@@ -83,9 +84,34 @@ _C.MONITOR.VAL_ROOT = ""  # held-out ImageFolder with the training classes; "": 
 _C.MONITOR.BANK_IMAGES = 4096  # training images in the kNN bank (a seeded sample)
 _C.MONITOR.VAL_IMAGES = 2048  # held-out images classified (a seeded sample)
 _C.MONITOR.K = 20  # neighbours (majority vote, as the kNN protocol)
+# online linear probe: per DN, BN + a linear classifier on the detached pooled features of the sampled DN,
+# trained on the folder's class labels with its own SGD; its top-1 over each epoch is logged as
+# linear_probe/<dn> and drawn beside the kNN curves. The pretrained weights are the same with it or without
+_C.MONITOR.LINEAR_PROBE = False
+_C.MONITOR.LINEAR_PROBE_LR = 0.1  # the probe's constant SGD learning rate (momentum 0.9, no weight decay)
 _C.OUTPUT_DIR = "output/pretrain"  # run directory: config.yaml, checkpoints, metrics, exports
 _C.SEED = 0  # seeds init, data order, augmentations and sub-network sampling
 _C.DEVICE = "auto"  # "auto" (cuda when present), "cuda" or "cpu"
+
+
+def add_run_config(cfg: CN) -> CN:
+    """The keys every trainer shares for running on a cluster: stop signals, hang timeout, W&B mirror."""
+    # signals that stop the run after the current step with its checkpoint and exit status 75 (a scheduler
+    # requeues on it; the same command resumes); () leaves every signal's default action
+    cfg.CHECKPOINT.SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
+    cfg.DIST = CN()
+    # minutes a collective may wait for the other ranks (and rank 0 alone may work: kNN monitor, checkpoint
+    # write) before the run ends naming the rank and the step; torchrun --max-restarts then resumes
+    cfg.DIST.TIMEOUT_MINUTES = 10.0
+    cfg.LOGGER = CN()  # metrics always go to OUTPUT_DIR/metrics.jsonl and TensorBoard (tb/)
+    cfg.LOGGER.WANDB = False  # also to Weights & Biases (pip install "dspnet[wandb]"); rank 0 only
+    cfg.LOGGER.WANDB_PROJECT = "dspnet"  # W&B project
+    cfg.LOGGER.WANDB_NAME = ""  # W&B run name; "": the recipe name (RECIPE)
+    cfg.LOGGER.WANDB_OFFLINE = False  # write the W&B run under OUTPUT_DIR/wandb only (wandb sync uploads it later)
+    return cfg
+
+
+add_run_config(_C)
 
 
 def get_cfg() -> CN:
@@ -180,6 +206,20 @@ def validate_cfg(cfg: CN, world_size: int = 1) -> None:
     if min(cfg.EVAL_VIEW.BATCH_SIZE, cfg.MONITOR.BANK_IMAGES, cfg.MONITOR.VAL_IMAGES, cfg.MONITOR.K) < 1:
         raise InvalidInputError("EVAL_VIEW.BATCH_SIZE, MONITOR.BANK_IMAGES, MONITOR.VAL_IMAGES and MONITOR.K "
                                 "must be >= 1")
+    if not cfg.MONITOR.LINEAR_PROBE_LR > 0:
+        raise InvalidInputError(f"MONITOR.LINEAR_PROBE_LR must be > 0, got {cfg.MONITOR.LINEAR_PROBE_LR}")
+    validate_run_cfg(cfg)
+
+
+def validate_run_cfg(cfg: CN) -> None:
+    """The keys of ``add_run_config``."""
+    parse_signals(cfg.CHECKPOINT.SIGNALS)
+    if not cfg.DIST.TIMEOUT_MINUTES > 0:
+        raise InvalidInputError(f"DIST.TIMEOUT_MINUTES must be > 0, got {cfg.DIST.TIMEOUT_MINUTES}")
+    if cfg.LOGGER.WANDB:
+        from .wandb_logger import import_wandb
+
+        import_wandb()  # on every rank, before anything runs: a missing package is one error line
 
 
 def check_crop_scale(scale) -> None:

@@ -132,7 +132,8 @@ def load_readable(images: ImageFolderIO, index: int, decode=_decode_rgb) -> tupl
 
 
 class TwoViewDataset(Dataset):
-    """Two augmented uint8 views of each image (``BYOLViews``). Items are requested as ``(index, seed)``.
+    """Two augmented uint8 views of each image (``BYOLViews``), the images skipped and the class label (what
+    the online linear probe trains on). Items are requested as ``(index, seed)``.
 
     A corrupt image is replaced by the next readable one and counted, so batches keep their size
     (DDP ranks stay in step) and the count reaches the logs.
@@ -148,14 +149,14 @@ class TwoViewDataset(Dataset):
         index, seed = item
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)  # the CPU generator alone: torch.manual_seed costs ~1 ms
-            decoded, _, skipped = load_readable(self.images, index, self.views.decode)
+            decoded, position, skipped = load_readable(self.images, index, self.views.decode)
             view1, view2 = self.views.augment(decoded)  # outside the unreadable-file guard: its errors surface
-        return view1, view2, skipped
+        return view1, view2, skipped, self.images.samples[position][1]
 
 
 def collate_views(batch):
-    view1, view2, skipped = zip(*batch)
-    return _stack_hwc(view1), _stack_hwc(view2), sum(skipped)
+    view1, view2, skipped, labels = zip(*batch)
+    return _stack_hwc(view1), _stack_hwc(view2), sum(skipped), torch.tensor(labels)
 
 
 def _stack_hwc(views) -> torch.Tensor:

@@ -7,6 +7,7 @@ import os
 import torch
 import torch.distributed as dist
 
+from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.export import export_dn
 from dspnet_d2.weights import describe, save_dn_file
 
@@ -16,9 +17,10 @@ from .augment import BYOLViews, normalize_views
 from .data import ImageFolderIO, ResumableSampler, TwoViewDataset, collate_views
 from .loop import NonFiniteLossError, ResumableRun, per_dn_means, run_training
 from .method import COLLAPSE_STATS, build_method
-from .metrics import MetricWriter
-from .monitor import KNNMonitor, plot_knn_curves
+from .metrics import build_metric_writer
+from .monitor import KNNMonitor, plot_monitor_curves
 from .optim import LARS, bn_stat_weight_at, lars_param_groups, lr_at, tau_at
+from .probe import LinearProbes
 from .recalibration import recalibrate_on_images
 
 __all__ = ["Trainer", "NonFiniteLossError", "run_signature", "main"]
@@ -75,15 +77,25 @@ class Trainer(ResumableRun):
         self.total_steps = cfg.SOLVER.EPOCHS * self.steps_per_epoch
         self.warmup_steps = cfg.SOLVER.WARMUP_EPOCHS * self.steps_per_epoch
         self.peak_lr = cfg.SOLVER.BASE_LR * cfg.SOLVER.BATCH_SIZE / 256
+        self.probes = self.build_probes(cfg) if cfg.MONITOR.LINEAR_PROBE else None
         self.step = 0
-        self.metrics = MetricWriter(cfg.OUTPUT_DIR, enabled=self.is_main)
+        self.metrics = build_metric_writer(cfg, enabled=self.is_main)
+
+    def build_probes(self, cfg) -> LinearProbes:
+        if len(self.images.classes) < 2:
+            raise InvalidInputError(f"MONITOR.LINEAR_PROBE needs class folders to learn from; {self.images.root} "
+                                    f"has {len(self.images.classes)}")
+        encoder = self.method.online.encoder
+        dims = {str(dn): encoder.channels(dn)["pooled"] for dn in self.method.dns}
+        return LinearProbes(dims, len(self.images.classes), cfg.MONITOR.LINEAR_PROBE_LR, seed=cfg.SEED).to(self.device)
 
     # -- checkpoints (ResumableRun) --------------------------------------------------------------
     def signature(self) -> dict:
         return run_signature(self.cfg)
 
     def model_state(self) -> dict:
-        return {"online": self.method.online.state_dict(), "target": self.method.target.state_dict()}
+        probe = {"linear_probe": self.probes.checkpoint_state()} if self.probes is not None else {}
+        return {"online": self.method.online.state_dict(), "target": self.method.target.state_dict(), **probe}
 
     def weights_description(self) -> dict:
         return describe(self.method.dns, "online", "encoder.")  # the online network's encoder: every DN's weights
@@ -91,9 +103,12 @@ class Trainer(ResumableRun):
     def load_model_state(self, state: dict) -> None:
         self.method.online.load_state_dict(state["online"])
         self.method.target.load_state_dict(state["target"])
+        if self.probes is not None and "linear_probe" in state:  # else the probe starts now, from scratch
+            self.probes.load_checkpoint_state(state["linear_probe"])
 
     # -- one step ----------------------------------------------------------------------------------
-    def train_step(self, view1: torch.Tensor, view2: torch.Tensor) -> dict[str, float]:
+    def train_step(self, view1: torch.Tensor, view2: torch.Tensor, labels: torch.Tensor | None = None
+                   ) -> dict[str, float]:
         cfg, step = self.cfg, self.step
         epoch = step // self.steps_per_epoch
         lr = lr_at(step, self.total_steps, self.warmup_steps, self.peak_lr)
@@ -102,10 +117,16 @@ class Trainer(ResumableRun):
         with self.autocast():
             projections = self.method.target_projections(view1, view2)  # once per step
         subnets = self.method.sample(step, cfg.SEED, full_only=epoch < cfg.MODEL.FULL_ONLY_EPOCHS)
+        observe = None
+        if self.probes is not None:
+            both = torch.cat([labels, labels])
+            observe = lambda dn, rep1, rep2: self.probes.observe(dn, torch.cat([rep1, rep2]), both)  # noqa: E731
         stacked = self.method.train_subnets(subnets, view1, view2, projections, self.online,
                                             backward=lambda loss: self.scaler.scale(loss).backward(),
-                                            autocast=self.autocast)
+                                            autocast=self.autocast, observe=observe)
         rows = self.apply_gradients(stacked, subnets)
+        if self.probes is not None:
+            self.probes.step(self.world_size)
         tau = tau_at(step, self.total_steps, cfg.MODEL.TAU_BASE)
         self.method.update_target(tau)
         self.step += 1
@@ -114,12 +135,12 @@ class Trainer(ResumableRun):
 
     # -- the loop's hooks (ResumableRun.train) ---------------------------------------------------
     def run_batch(self, batch) -> tuple[dict, int]:
-        view1, view2, skipped = batch  # uint8: normalised here, on the device
+        view1, view2, skipped, labels = batch  # uint8: normalised here, on the device
         view1, view2 = (normalize_views(v.to(self.device, non_blocking=True), self.cfg.DATA.MEAN, self.cfg.DATA.STD)
                         for v in (view1, view2))
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         view1, view2 = (v.contiguous(memory_format=memory_format) for v in (view1, view2))
-        return self.train_step(view1, view2), skipped
+        return self.train_step(view1, view2, labels.to(self.device, non_blocking=True)), skipped
 
     def before_training(self, stop_at: int) -> None:
         self.method.train()
@@ -127,8 +148,12 @@ class Trainer(ResumableRun):
             self.monitor_knn()  # the starting point of the curves
 
     def after_epoch(self, epoch: int) -> None:
+        if self.probes is not None:
+            self.metrics.write(self.step, self.probes.epoch_top1())
         if (epoch + 1) % max(self.cfg.MONITOR.KNN_PERIOD, 1) == 0:
             self.monitor_knn()
+        elif self.probes is not None:
+            self.plot_monitor()
 
     def after_training(self) -> None:
         if self.cfg.EXPORT:
@@ -141,9 +166,14 @@ class Trainer(ResumableRun):
             self.metrics.write(self.step, record)
             logger.info("kNN monitor at step %d: %s", self.step,
                         ", ".join(f"{k[4:]} {v:.1f}" for k, v in record.items()))
-            plot_knn_curves(self.metrics.path, os.path.join(self.cfg.OUTPUT_DIR, "knn_monitor.png"))
+        self.plot_monitor()
         if self.cfg.MONITOR.KNN_PERIOD and self.world_size > 1:
             dist.barrier()
+
+    def plot_monitor(self) -> None:
+        """knn_monitor.png: the kNN curves of every DN and, beside them, the linear probe's (main process)."""
+        if self.is_main and (self.monitor is not None or self.probes is not None):
+            plot_monitor_curves(self.metrics.path, os.path.join(self.cfg.OUTPUT_DIR, "knn_monitor.png"))
 
     def export(self) -> dict[str, str]:
         """Write each DN's weights (export_dn of the online encoder) to OUTPUT_DIR/export/<dn>.pth, with

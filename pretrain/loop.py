@@ -20,7 +20,8 @@ from dspnet_d2.weights import save_atomic
 
 from .checkpoint import (check_signature, checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints,
                          rng_state, set_rng_state)
-from .distributed import setup_distributed, shutdown
+from .distributed import CollectiveError, collective_errors, setup_distributed, shutdown
+from .preemption import EXIT_PREEMPTED, Preempted, StopSignals
 
 __all__ = ["ResumableRun", "NonFiniteLossError", "setup_logging", "run_training", "per_dn_means"]
 
@@ -49,8 +50,11 @@ def per_dn_means(subnets, rows: list[list[float]], names: tuple[str, ...]) -> di
 
 
 def run_training(cfg, make_trainer, what) -> int:
-    """Log to OUTPUT_DIR, build the trainer, write config.yaml, say what runs (``what(trainer)``) and train;
-    exit status 2 on a non-finite loss (the last good checkpoint stays)."""
+    """Log to OUTPUT_DIR, build the trainer, write config.yaml, say what runs (``what(trainer)``) and train.
+
+    Exit status 2 on a non-finite loss (the last good checkpoint stays), ``EXIT_PREEMPTED`` (75) when a signal
+    stopped the run (its checkpoint written), 1 when a collective failed or timed out (a rank died or hangs).
+    """
     setup_logging(cfg.OUTPUT_DIR)
     try:
         trainer = make_trainer(cfg)
@@ -63,6 +67,12 @@ def run_training(cfg, make_trainer, what) -> int:
     except NonFiniteLossError as err:
         logger.error("%s", err)
         return 2
+    except Preempted as stop:
+        logger.warning("%s", stop)
+        return EXIT_PREEMPTED
+    except CollectiveError as err:
+        logger.error("%s", err)
+        return 1
     finally:
         shutdown()
     return 0
@@ -76,7 +86,7 @@ class ResumableRun:
     def setup_process(self, cfg, validate) -> None:
         """Join the process group (under torchrun), pick the device, validate ``cfg`` for the world size."""
         self.cfg = cfg
-        self.rank, self.world_size, self.device = setup_distributed(cfg.DEVICE)
+        self.rank, self.world_size, self.device = setup_distributed(cfg.DEVICE, cfg.DIST.TIMEOUT_MINUTES)
         validate(cfg, self.world_size)
         self.is_main = self.rank == 0
 
@@ -141,36 +151,51 @@ class ResumableRun:
 
     # -- the loop --------------------------------------------------------------------------------
     def train(self, stop_after: int | None = None) -> int:
-        """Train to the end (or ``stop_after`` more steps, to simulate an interruption); returns the step."""
+        """Train to the end (or ``stop_after`` more steps, to simulate an interruption); returns the step.
+
+        A signal of ``CHECKPOINT.SIGNALS`` stops every rank after the same step, with that step's checkpoint,
+        by raising ``Preempted``; a failed or timed-out collective raises ``CollectiveError``."""
         self.resume()
         stop_at = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc=self.progress_desc,
                    dynamic_ncols=True)
-        skipped_total = 0
+        self.skipped_total = 0
         self.start_records()
-        self.before_training(stop_at)
-        while self.step < stop_at:
-            epoch, start = divmod(self.step, self.steps_per_epoch)
-            self.sampler.set_epoch(epoch, start)
-            for batch in self.loader:
-                record, skipped = self.run_batch(batch)
-                skipped_total += skipped
-                bar.update(1)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.3g}")
-                self.record_step(record, epoch, stop_at, skipped_images=skipped_total * self.world_size)
-                if self.step % self.steps_per_epoch == 0:
-                    self.after_epoch(epoch)
-                if self.checkpoint_due(stop_at):
-                    self.save()
-                if self.step >= stop_at:
-                    break
-        bar.close()
-        if skipped_total:
-            logger.warning("skipped %d unreadable images on rank %d", skipped_total, self.rank)
-        if self.step >= self.total_steps:
-            self.after_training()
+        with collective_errors(self.rank, self.world_size, lambda: f"step {self.step}", self.cfg.DIST.TIMEOUT_MINUTES):
+            try:
+                with StopSignals(self.cfg.CHECKPOINT.SIGNALS) as signals:
+                    self.before_training(stop_at)
+                    while self.step < stop_at:
+                        self.run_epoch(stop_at, bar, signals)
+            finally:
+                bar.close()
+                if self.skipped_total:
+                    logger.warning("skipped %d unreadable images on rank %d", self.skipped_total, self.rank)
+            if self.step >= self.total_steps:  # the signals' default actions again: the last checkpoint is written
+                self.after_training()
         self.metrics.close()
         return self.step
+
+    def run_epoch(self, stop_at: int, bar, signals: StopSignals) -> None:
+        """The rest of the current epoch, up to ``stop_at``."""
+        epoch, start = divmod(self.step, self.steps_per_epoch)
+        self.sampler.set_epoch(epoch, start)
+        for batch in self.loader:
+            record, skipped = self.run_batch(batch)
+            self.skipped_total += skipped
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.3g}")
+            self.record_step(record, epoch, stop_at, skipped_images=self.skipped_total * self.world_size)
+            if self.step % self.steps_per_epoch == 0:
+                self.after_epoch(epoch)
+            stop = signals.agreed(self.world_size, self.device)
+            if stop or self.checkpoint_due(stop_at):
+                self.save()
+            if stop:
+                self.metrics.close()
+                raise Preempted(stop, self.step, self.cfg.OUTPUT_DIR, signals.seconds_since())
+            if self.step >= stop_at:
+                return
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -130,7 +130,7 @@ class DSPNet(nn.Module):
 
     def train_subnets(self, subnets: list[DNSpec], view1: torch.Tensor, view2: torch.Tensor, projections,
                       online: nn.Module | None = None, backward=torch.Tensor.backward,
-                      autocast=contextlib.nullcontext) -> torch.Tensor:
+                      autocast=contextlib.nullcontext, observe=None) -> torch.Tensor:
         """Forward and backward of each sampled sub-network against the shared target ``projections``:
         the gradients add up for one optimizer step. Returns one row per sub-network: its loss, then
         its ``COLLAPSE_STATS``.
@@ -138,6 +138,8 @@ class DSPNet(nn.Module):
         ``online`` is ``self.online`` or its DDP wrapper: every backward but the last runs under
         ``no_sync``, so the sandwich's largest network (drawn last) carries the one all-reduce.
         ``backward`` may scale the loss first (AMP's GradScaler); ``autocast`` makes the forward context.
+        ``observe(dn, rep1, rep2)``, if given, sees each sub-network's detached representations after its
+        backward (the online linear probe).
         """
         online = self.online if online is None else online
         rows = []
@@ -149,6 +151,8 @@ class DSPNet(nn.Module):
                     predictions, (rep1, rep2, proj1, _) = online(view1, view2, with_features=True)
                     loss = self.symmetric_loss(predictions, projections)
                 backward(loss)
+            if observe is not None:
+                observe(dn, rep1.detach(), rep2.detach())
             rows.append(torch.cat([loss.detach().float().view(1), collapse_stats(rep1, rep2, proj1)]))
         return torch.stack(rows)
 

@@ -1,4 +1,5 @@
-"""The kNN monitor of a live run: every DN's kNN top-1 every few epochs, and its curves as a PNG."""
+"""The kNN monitor of a live run: every DN's kNN top-1 every few epochs, and its curves (with the online
+linear probe's) as a PNG."""
 from __future__ import annotations
 
 import json
@@ -68,30 +69,38 @@ class KNNMonitor:
         return topk_accuracy(scores, val_y, ks=(1,))["top1"]
 
 
-def plot_knn_curves(metrics_path: str, png_path: str) -> bool:
-    """kNN top-1 of every DN vs step, read from metrics.jsonl (the last record of a step wins, so a
-    resumed run's repeated steps are drawn once). Returns False when there is nothing to draw yet."""
-    curves: dict[str, dict[int, float]] = {}
-    with open(metrics_path) as f:
-        for line in f:
-            record = json.loads(line)
-            for key, value in record.items():
-                if key.startswith("knn/"):
-                    curves.setdefault(key[4:], {})[record["step"]] = value
-    if not curves:
+CURVES = {"knn/": "kNN top-1 (%)", "linear_probe/": "online linear probe top-1 (%)"}  # metric prefix -> axis
+
+
+def plot_monitor_curves(metrics_path: str, png_path: str) -> bool:
+    """Every DN's kNN top-1 vs step and, beside it, its online linear probe's top-1 over each epoch, read
+    from metrics.jsonl (the last record of a step wins, so a resumed run's repeated steps are drawn once).
+    Returns False when there is nothing to draw yet."""
+    curves: dict[str, dict[str, dict[int, float]]] = {prefix: {} for prefix in CURVES}
+    if os.path.exists(metrics_path):
+        with open(metrics_path) as f:
+            for line in f:
+                record = json.loads(line)
+                for key, value in record.items():
+                    for prefix, found in curves.items():
+                        if key.startswith(prefix):
+                            found.setdefault(key[len(prefix):], {})[record["step"]] = value
+    panels = [(prefix, found) for prefix, found in curves.items() if found]
+    if not panels:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for dn, points in curves.items():
-        steps = sorted(points)
-        ax.plot(steps, [points[s] for s in steps], marker="o", label=dn)
-    ax.set(xlabel="step", ylabel="kNN top-1 (%)", title="kNN monitor per DN")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (prefix, found) in zip(axes[0], panels):
+        for dn, points in found.items():
+            steps = sorted(points)
+            ax.plot(steps, [points[s] for s in steps], marker="o", label=dn)
+        ax.set(xlabel="step", ylabel=CURVES[prefix], title=f"{CURVES[prefix].split(' top-1')[0]} per DN")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = f"{png_path}.tmp.png"
     fig.savefig(tmp, dpi=100)

@@ -32,6 +32,17 @@ def tiny_cfg(data_root, output_dir, *overrides):
         "CHANNELS_LAST", "False", *overrides])
 
 
+def tiny_command_args(data_root, output_dir, *overrides):
+    """``python -m pretrain``'s arguments for the tiny recipe with the linear probe: 3 epochs of 4 steps,
+    checkpoints only at epoch ends (a mid-epoch one can only come from a stop signal)."""
+    return ["--config-file", "configs/pretrain/demo.yaml", "DATA.ROOT", str(data_root), "OUTPUT_DIR", str(output_dir),
+            "DATA.RESOLUTION", "32", "DATA.NUM_WORKERS", "0", "MODEL.DNS", "mbv3_s3", "MODEL.NUM_SUBNETS", "3",
+            "MODEL.PROJ_HIDDEN", "32", "MODEL.PROJ_DIM", "16", "SOLVER.BATCH_SIZE", "16", "SOLVER.EPOCHS", "3",
+            "MODEL.FULL_ONLY_EPOCHS", "0", "SOLVER.WARMUP_EPOCHS", "1", "CHECKPOINT.PERIOD", "1000",
+            "CHECKPOINT.KEEP", "20", "LOG_PERIOD", "1", "EXPORT", "False", "CHANNELS_LAST", "False",
+            "MONITOR.KNN_PERIOD", "0", "MONITOR.LINEAR_PROBE", "True", *overrides]
+
+
 def run_tool(name, args, capsys, monkeypatch) -> ToolResult:
     """``python tools/<name>.py ARGS`` in this process (no second torch import): exit code and output."""
     monkeypatch.setattr(sys, "argv", [f"tools/{name}.py", *map(str, args)])

@@ -130,8 +130,8 @@ def test_a_truncated_jpeg_is_skipped_and_counted(tmp_path):
     paths = write_photo_like_jpegs(tmp_path / "c", 2)
     paths[0].write_bytes(paths[0].read_bytes()[:2000])
     data = TwoViewDataset(ImageFolderIO(str(tmp_path)), BYOLViews(64))
-    view1, view2, skipped = data[(0, 3)]
-    assert skipped == 1 and view1.shape == view2.shape == (3, 64, 64)
+    view1, view2, skipped, label = data[(0, 3)]
+    assert skipped == 1 and view1.shape == view2.shape == (3, 64, 64) and label == 0
 
 
 def test_bad_inputs_raise():

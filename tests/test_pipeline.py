@@ -2,6 +2,7 @@
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import yaml
 from dspnet_d2.demo_data import make_demo_dataset
 from dspnet_d2.errors import cli_main
 from dspnet_d2.weights import read_weights
+from pretrain.preemption import EXIT_PREEMPTED
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 DNS = ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w1.0"]
@@ -154,6 +156,32 @@ def test_killed_mid_pretraining_resumes_to_the_same_outputs_and_finishes(tiny):
     for stage in ("pretrain", "knn", "convert") + (("detection", "ap_table", "pictures") if with_d2 else ()):
         assert f". {stage:<10} done before, skipped" in again.stdout
     assert "$ " not in again.stdout  # no command was run
+
+
+@pytest.mark.slow
+def test_sigterm_interrupts_the_running_stage_with_its_checkpoint_and_the_rerun_resumes(tiny):
+    tmp, out = tiny["tmp"], tiny["tmp"] / "signalled"
+    config = tiny_config(tmp / "signalled.yaml", tiny["data"], out)
+    env = pipeline_env(tmp, block_detectron2=True)
+    proc = subprocess.Popen([sys.executable, "tools/pipeline.py", "--config-file", config], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "pretrain" / "checkpoint_00000003.pth").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # the pipeline alone: it passes the signal on to the pretraining
+    stdout, _ = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_PREEMPTED
+    state = json.loads((out / "pipeline_state.json").read_text())
+    assert state["pretrain"]["done"] is False and state["pretrain"]["interrupted"] == "SIGTERM"
+    assert "1. pretrain   interrupted by SIGTERM (the stage exited with status 75)" in stdout
+    assert "2. knn" in stdout and "knn" not in state  # nothing after the interrupted stage ran
+    stopped = int(re.findall(r"stopped by SIGTERM after step (\d+)", (out / "pretrain" / "log.txt").read_text())[0])
+    assert 3 <= stopped < 12 and (out / "pretrain" / f"checkpoint_{stopped:08d}.pth").exists()
+
+    result = run_pipeline(config, env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "1. pretrain   ran (resumed after an interruption)" in result.stdout
+    assert_same_stage_1_to_3(tiny["reference"], out)
 
 
 def run_in_process(capsys, *args) -> tuple[int, str]:

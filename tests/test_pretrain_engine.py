@@ -101,31 +101,53 @@ def test_every_dn_set_runs_its_first_sandwich_step_with_n_3_4_5(data_root, tmp_p
         assert set(subnets) <= set(members)
 
 
-def test_knn_monitor_leaves_training_unchanged_and_resumes_bit_identically(data_root, tmp_path):
-    monitor = ["MONITOR.KNN_PERIOD", "1", "MONITOR.BANK_IMAGES", "40", "MONITOR.VAL_IMAGES", "12", "MONITOR.K", "5"]
-    plain = Trainer(tiny_cfg(data_root, tmp_path / "plain"))
+def _watched_runs(data_root, tmp_path, monitor):
+    """The tiny run with ``monitor`` on, straight and killed after step 5 then resumed, each checked to train
+    the same weights as the run without it; returns (straight, resumed)."""
+    plain = Trainer(tiny_cfg(data_root, tmp_path / "plain", "EXPORT", "False"))
     plain.train()
-    watched = Trainer(tiny_cfg(data_root, tmp_path / "watched", *monitor))
+    watched = Trainer(tiny_cfg(data_root, tmp_path / "watched", "EXPORT", "False", *monitor))
     watched.train()
-    first = Trainer(tiny_cfg(data_root, tmp_path / "resumed", *monitor))
-    assert first.train(stop_after=5) == 5  # killed after the epoch-1 monitor, mid-epoch 2
+    first = Trainer(tiny_cfg(data_root, tmp_path / "resumed", "EXPORT", "False", *monitor))
+    assert first.train(stop_after=5) == 5  # killed mid-epoch 2, after the epoch-1 monitors
     del first
-    resumed = Trainer(tiny_cfg(data_root, tmp_path / "resumed", *monitor))
+    resumed = Trainer(tiny_cfg(data_root, tmp_path / "resumed", "EXPORT", "False", *monitor))
     assert resumed.train() == 8
     for other in (watched, resumed):
         for part in ("online", "target"):
             a, b = getattr(plain.method, part).state_dict(), getattr(other.method, part).state_dict()
             assert all(torch.equal(a[k], b[k]) for k in a), part
+    return watched, resumed
 
-    def knn(folder):  # the last record of each step: a resumed run repeats the steps after its checkpoint
-        return {r["step"]: {k: v for k, v in r.items() if k.startswith("knn/")}
-                for r in _records(folder) if any(k.startswith("knn/") for k in r)}
 
-    curves = knn(tmp_path / "watched")
+def _curves(folder, prefix):  # the last record of each step: a resumed run repeats the steps after its checkpoint
+    return {r["step"]: {k: v for k, v in r.items() if k.startswith(prefix)}
+            for r in _records(folder) if any(k.startswith(prefix) for k in r)}
+
+
+def test_knn_monitor_leaves_training_unchanged_and_resumes_bit_identically(data_root, tmp_path):
+    _watched_runs(data_root, tmp_path, ["MONITOR.KNN_PERIOD", "1", "MONITOR.BANK_IMAGES", "40",
+                                        "MONITOR.VAL_IMAGES", "12", "MONITOR.K", "5"])
+    curves = _curves(tmp_path / "watched", "knn/")
     assert sorted(curves) == [0, 4, 8]  # step 0, then every epoch
     assert all(set(v) == {"knn/mbv3_w0.5", "knn/mbv3_w0.75", "knn/mbv3_w1.0"} for v in curves.values())
     assert all(0 <= top1 <= 100 for v in curves.values() for top1 in v.values())
-    assert knn(tmp_path / "resumed") == curves
+    assert _curves(tmp_path / "resumed", "knn/") == curves
+    assert (tmp_path / "watched" / "knn_monitor.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_linear_probe_leaves_pretraining_unchanged_logs_each_dn_and_resumes_exactly(data_root, tmp_path):
+    probed, resumed = _watched_runs(data_root, tmp_path, ["MONITOR.LINEAR_PROBE", "True"])
+    assert "linear_probe" in load_checkpoint(latest_checkpoint(tmp_path / "resumed"))
+    a, b = probed.probes.checkpoint_state(), resumed.probes.checkpoint_state()
+    assert all(torch.equal(a["heads"][k], b["heads"][k]) for k in a["heads"])  # weights and the epoch's counts
+    assert all(torch.equal(x["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
+               for i, x in a["optimizer"]["state"].items())
+    curves = _curves(tmp_path / "watched", "linear_probe/")
+    assert list(curves[4]) == ["linear_probe/mbv3_w1.0"]  # the first epoch trains the full network only
+    assert set(curves[8]) == {"linear_probe/mbv3_w0.5", "linear_probe/mbv3_w0.75", "linear_probe/mbv3_w1.0"}
+    assert all(0 <= top1 <= 100 for v in curves.values() for top1 in v.values())
+    assert _curves(tmp_path / "resumed", "linear_probe/") == curves
     assert (tmp_path / "watched" / "knn_monitor.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -193,6 +215,9 @@ def test_corrupt_and_truncated_images_are_skipped_and_counted(data_root, tmp_pat
     (["AMP.DTYPE", "float8"], "AMP.DTYPE"),
     (["DATA.COLOR_JITTER", "(0.4, 0.4, 0.2, 0.6)"], "hue <= 0.5"),
     (["DATA.GRAYSCALE_PROB", "1.5"], "GRAYSCALE_PROB"),
+    (["CHECKPOINT.SIGNALS", "('SIGTERM', 'SIGKILL')"], "CHECKPOINT.SIGNALS: 'SIGKILL' is not a signal"),
+    (["DIST.TIMEOUT_MINUTES", "0.0"], "DIST.TIMEOUT_MINUTES must be > 0"),
+    (["MONITOR.LINEAR_PROBE_LR", "-0.1"], "LINEAR_PROBE_LR"),
 ])
 def test_bad_config_values_fail_at_start(overrides, message):
     with pytest.raises(ValueError, match=message):

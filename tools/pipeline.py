@@ -16,7 +16,9 @@ Each stage is one of the package's commands, run as a child process; the pipelin
 any stage can also be launched by hand (the LAUNCHER / NUM_GPUS keys put torchrun or --num-gpus in
 front). Running the same command again skips the finished stages and resumes an interrupted one where
 it stopped (each command resumes from its own checkpoints). Without detectron2, stages 1-3 run, and the
-summary says which stages were skipped and why; the exit status is still 0.
+summary says which stages were skipped and why; the exit status is still 0. SIGTERM, SIGINT or SIGUSR1 is
+passed on to the running stage (a training stage stops with its checkpoint); the stage is recorded as
+interrupted and the pipeline exits with status 75, as the training commands do.
 """
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 
@@ -35,6 +36,7 @@ from dspnet_d2.errors import ExistingFileError, InvalidInputError, MissingFileEr
 from pretrain.checkpoint import latest_checkpoint
 from pretrain.config import load_cfg, merge_cfg, parse_dns
 from pretrain.eval.config import get_eval_cfg
+from pretrain.preemption import EXIT_PREEMPTED, FORWARDED_SIGNALS, ForwardedChild, StopSignals
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, TOOLS)
@@ -188,12 +190,18 @@ class Pipeline:
         if entry is not None and entry.get("done") and all(os.path.exists(p) for p in outputs):
             return "done before, skipped"
         entry = self.state.setdefault(name, {"fingerprint": self.fingerprints()[name], "attempts": 0})
+        entry.pop("interrupted", None)
         entry.update(attempts=entry["attempts"] + 1, done=False, commands=[shlex.join(c) for c in commands])
         self._save_state()
         start = time.perf_counter()
         for command in commands:
             print(f"$ {shlex.join(command)}", flush=True)
-            status = subprocess.call(command)
+            child = ForwardedChild(command)
+            status = child.run()
+            if child.signalled or status == EXIT_PREEMPTED:
+                entry["interrupted"] = child.signalled or f"exit status {status}"
+                self._save_state()
+                raise StageInterrupted(name, entry["interrupted"], status)
             if status != 0:
                 raise StageFailed(f"stage {name} failed (exit status {status}) running: {shlex.join(command)}. "
                                   "Fix the cause and run the pipeline again: it resumes this stage")
@@ -276,31 +284,52 @@ class Pipeline:
 
     # -- the run -----------------------------------------------------------------------------------------
     def run(self) -> int:
+        """Every stage in order: 0, or ``EXIT_PREEMPTED`` when a signal interrupted a stage (or came between two)."""
         self.check_state()
         os.makedirs(self.out, exist_ok=True)
         with open(os.path.join(self.out, "config.yaml"), "w") as f:
             f.write(self.cfg.dump())
         no_d2 = detectron2_missing()
         needs = {"detection": no_d2, "ap_table": no_d2, "pictures": no_d2}
-        for number, name in enumerate(STAGES, 1):
-            banner(number, name)
-            start = time.perf_counter()
-            if needs.get(name):
-                status = f"skipped: {needs[name]}"
-            elif name == "report":
-                write_report(self)
-                status = "written"
-            else:
-                status = getattr(self, f"stage_{name}")()
-            self.summary[name] = status
-            print(f"[{number}/{len(STAGES)}] {name}: {status} ({time.perf_counter() - start:.0f} s)", flush=True)
+        with StopSignals(FORWARDED_SIGNALS) as between_stages:
+            for number, name in enumerate(STAGES, 1):
+                if between_stages.requested:
+                    self.summary[name] = f"not started: {between_stages.requested} came before it"
+                    print_summary(self)
+                    return EXIT_PREEMPTED
+                banner(number, name)
+                start = time.perf_counter()
+                try:
+                    status = self.run_stage(name, needs)
+                except StageInterrupted as stop:
+                    self.summary[name] = str(stop)
+                    print_summary(self)
+                    return EXIT_PREEMPTED
+                self.summary[name] = status
+                print(f"[{number}/{len(STAGES)}] {name}: {status} ({time.perf_counter() - start:.0f} s)", flush=True)
         write_report(self)  # again, with the report stage's own status in it
         print_summary(self)
         return 0
 
+    def run_stage(self, name: str, needs: dict) -> str:
+        if needs.get(name):
+            return f"skipped: {needs[name]}"
+        if name == "report":
+            write_report(self)
+            return "written"
+        return getattr(self, f"stage_{name}")()
+
 
 class StageFailed(UserError):
     """A stage's command ended with an error; it has printed its own message above."""
+
+
+class StageInterrupted(Exception):
+    """A signal reached the pipeline (passed on to the stage) or the stage exited with EXIT_PREEMPTED."""
+
+    def __init__(self, name: str, cause: str, status: int):
+        super().__init__(f"interrupted by {cause} (the stage exited with status {status}); run the same command "
+                         f"again to resume it")
 
 
 def banner(number: int, name: str) -> None:

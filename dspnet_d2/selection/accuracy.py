@@ -1,5 +1,5 @@
 """Accuracy columns per DN from a run's own results: an evaluation or supervised ``results.json`` / ``results.csv``
-(``pretrain/eval/report.py``) and a detection ``detection.csv`` (``tools/report.py``).
+(``pretrain/report.py``) and a detection ``detection.csv`` (``tools/report.py``).
 
 Each (series, metric) of a file is one column, e.g. ``DSPNet knn top-1`` or ``DSPNet AP^bb``; a column name
 that an earlier file already gave is suffixed with the folder of the later file.

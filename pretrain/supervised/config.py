@@ -10,7 +10,7 @@ from fvcore.common.config import CfgNode as CN
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.families import get_family
 
-from ..config import check_crop_scale, load_recipe, parse_dns
+from ..config import add_run_config, check_crop_scale, load_recipe, parse_dns, validate_run_cfg
 
 _C = CN()
 _C.RECIPE = ""  # recipe name, set from the config file's name; part of the checkpoint signature
@@ -82,6 +82,7 @@ _C.EXPORT = True  # after training, OUTPUT_DIR/export/<dn>.pth: each DN with its
 _C.OUTPUT_DIR = "output/supervised"
 _C.SEED = 0
 _C.DEVICE = "auto"
+add_run_config(_C)  # CHECKPOINT.SIGNALS, DIST.TIMEOUT_MINUTES, LOGGER.*: see pretrain/config.py
 
 
 # config key -> the supernet constructor's argument (a family supports those its descriptor lists)
@@ -130,3 +131,4 @@ def validate_supervised_cfg(cfg: CN, world_size: int = 1) -> None:
         raise InvalidInputError("EVAL_BATCH_SIZE, LOG_PERIOD and CHECKPOINT.PERIOD must be >= 1, "
                                 "BN_RECALIBRATION.BATCHES >= 0")
     check_crop_scale(cfg.DATA.CROP_SCALE)
+    validate_run_cfg(cfg)

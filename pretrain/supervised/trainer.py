@@ -19,7 +19,7 @@ from ..config import parse_dns
 from ..data import ImageFolderIO, LabelledImages, ResumableSampler, eval_transform
 from ..features import evaluate_classifier, make_loader
 from ..loop import ResumableRun, per_dn_means
-from ..metrics import MetricWriter
+from ..metrics import build_metric_writer
 from ..recalibration import recalibrate_on_images
 from ..report import write_report
 from .config import regularizers, validate_supervised_cfg
@@ -88,7 +88,7 @@ class SupervisedTrainer(ResumableRun):
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = cfg.SOLVER.EPOCHS * self.steps_per_epoch
         self.step = 0
-        self.metrics = MetricWriter(cfg.OUTPUT_DIR, enabled=self.is_main)
+        self.metrics = build_metric_writer(cfg, enabled=self.is_main)
 
     # -- checkpoints (ResumableRun) --------------------------------------------------------------
     def signature(self) -> dict:

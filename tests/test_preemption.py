@@ -1,0 +1,200 @@
+"""Runs that survive a cluster: a signal stops every rank at one step with its checkpoint (exit status 75) and
+the same command resumes exactly; a rank that hangs ends the others within DIST.TIMEOUT_MINUTES."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from pretrain.preemption import EXIT_PREEMPTED, ForwardedChild, StopSignals, parse_signals
+from pretrain_utils import tiny_command_args, tiny_data, torchrun
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return tiny_data(tmp_path_factory.mktemp("demo"))
+
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)  # the same float math in every run
+
+
+def _supervised_args(data_root, output_dir):
+    return ["--config-file", "configs/supervised/demo.yaml", "DATA.ROOT", str(data_root), "OUTPUT_DIR", str(output_dir),
+            "DATA.NUM_WORKERS", "0", "MODEL.DNS", "mbv3_s3", "MODEL.NUM_SUBNETS", "3", "SOLVER.BATCH_SIZE", "16",
+            "SOLVER.EPOCHS", "3", "CHECKPOINT.PERIOD", "1000", "CHECKPOINT.KEEP", "20", "LOG_PERIOD", "1",
+            "EVAL_PERIOD", "0", "BN_RECALIBRATION.BATCHES", "0", "EVAL_BATCH_SIZE", "16", "EXPORT", "False",
+            "MODEL.EMA_DECAY", "0.9"]
+
+
+def _steps(output_dir) -> list[int]:
+    return sorted(int(p.stem.split("_")[1]) for p in output_dir.glob("checkpoint_*.pth"))
+
+
+def _signal_mid_run(command, output_dir, after_step):
+    """Start ``command``, send SIGTERM once metrics.jsonl holds step ``after_step``; (exit status, seconds
+    from the signal to the exit)."""
+    log = open(output_dir.parent / f"{output_dir.name}.out", "w")
+    proc = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    metrics, deadline = output_dir / "metrics.jsonl", time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        if metrics.exists() and f'"step": {after_step},' in metrics.read_text():
+            break
+        time.sleep(0.02)
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    status = proc.wait(timeout=120)
+    log.close()
+    return status, time.monotonic() - start
+
+
+def _assert_equal_states(a: dict, b: dict, where=""):
+    assert a.keys() == b.keys(), where
+    for key in a:
+        if isinstance(a[key], dict):
+            _assert_equal_states(a[key], b[key], f"{where}/{key}")
+        elif isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key]), f"{where}/{key}"
+
+
+def _stopped_step(output_dir) -> int:
+    found = re.findall(r"stopped by \S+(?: on another rank)? after step (\d+)", (output_dir / "log.txt").read_text())
+    assert found, "the run did not report a stop"
+    return int(found[-1])
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_stops_both_ranks_at_one_step_and_resumes_exactly(data_root, tmp_path):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    torchrun(2, tiny_command_args(data_root, straight))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pretrain",
+               *tiny_command_args(data_root, stopped)]
+    _, seconds = _signal_mid_run(command, stopped, after_step=5)
+    step = _stopped_step(stopped)
+    # the checkpoint of the step it stopped at, mid-epoch: not a periodic (epoch-end) one
+    assert 5 <= step < 12 and step % 4 and _steps(stopped)[-1] == step
+    log = (stopped / "log.txt").read_text()
+    assert log.count(f"after step {step}") == 2 and f"Exit status {EXIT_PREEMPTED}" in log  # both ranks, one step
+    print(f"SIGTERM to torchrun -> exit: {seconds:.2f} s (stopped after step {step})")
+
+    torchrun(2, tiny_command_args(data_root, stopped))  # the same command again
+    assert f"resumed from {stopped / f'checkpoint_{step:08d}.pth'}" in (stopped / "log.txt").read_text()
+    a, b = (torch.load(d / "checkpoint_00000012.pth", weights_only=True) for d in (straight, stopped))
+    for part in ("online", "target", "optimizer", "linear_probe"):
+        _assert_equal_states(a[part], b[part], part)
+
+    def probe(folder):
+        return {r["step"]: r for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())
+                if any(k.startswith("linear_probe/") for k in r)}
+    assert probe(straight) == probe(stopped) and sorted(probe(straight)) == [4, 8, 12]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_supervised_training_at_its_step_and_resumes_exactly(data_root, tmp_path):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    command = [sys.executable, "-m", "pretrain.supervised"]
+    subprocess.run(command + _supervised_args(data_root, straight), cwd=ROOT, env=_env(), check=True,
+                   capture_output=True, timeout=600)
+    status, _ = _signal_mid_run(command + _supervised_args(data_root, stopped), stopped, after_step=5)
+    step = _stopped_step(stopped)
+    assert status == EXIT_PREEMPTED and 5 <= step < 12 and _steps(stopped)[-1] == step
+    result = subprocess.run(command + _supervised_args(data_root, stopped), cwd=ROOT, env=_env(),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    a, b = (torch.load(d / "checkpoint_00000012.pth", weights_only=True) for d in (straight, stopped))
+    for part in ("model", "ema", "optimizer"):
+        _assert_equal_states(a[part], b[part], part)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stalled_worker(rank, port, data_root, output_dir, stall_s):
+    """One rank of a 2-rank gloo run whose rank 1 sleeps inside step 2; records its exit status and time."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from pretrain.engine import Trainer, main
+    from pretrain_utils import tiny_cfg
+
+    cfg = tiny_cfg(data_root, output_dir, "DIST.TIMEOUT_MINUTES", "0.1", "MODEL.FULL_ONLY_EPOCHS", "0")
+    step = Trainer.run_batch
+
+    def stalled(self, batch):
+        if rank == 1 and self.step == 2:
+            (output_dir / "stall_started").write_text(repr(time.time()))
+            time.sleep(stall_s)
+        return step(self, batch)
+
+    Trainer.run_batch = stalled
+    ready = output_dir / f"ready_{rank}"  # both join the group together: its 6 s timeout also bounds the join
+    output_dir.mkdir(exist_ok=True)
+    ready.write_text("")
+    while not all((output_dir / f"ready_{r}").exists() for r in range(2)):
+        time.sleep(0.01)
+    status = main(cfg)
+    (output_dir / f"status_{rank}").write_text(json.dumps([status, time.time()]))
+
+
+def test_a_rank_that_hangs_ends_the_others_within_the_timeout_naming_rank_and_step(data_root, tmp_path):
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "run"
+    out.mkdir()
+    mp.spawn(_stalled_worker, args=(_free_port(), data_root, out, 20.0), nprocs=2)
+    status, ended = json.loads((out / "status_0").read_text())
+    waited = ended - float((out / "stall_started").read_text())
+    assert status == 1 and 6 <= waited < 6 + 12, waited  # the 6 s timeout, not rank 1's 20 s sleep
+    print(f"rank 0 failed {waited:.1f} s after rank 1 began to sleep (timeout 6 s)")
+    log = (out / "log.txt").read_text()
+    assert "rank 0 of 2: a collective failed at step 2 (timeout 0.1 minutes): another rank is dead or stuck" in log
+    assert json.loads((out / "status_1").read_text())[0] == 1  # the sleeper fails too once it wakes
+    assert "rank 1 of 2: a collective failed at step 2" in log
+
+
+def test_stop_signals_only_raise_a_flag_and_restore_the_handlers():
+    before = signal.getsignal(signal.SIGUSR1)
+    with StopSignals(["SIGUSR1", "TERM"]) as stop:
+        assert stop.agreed(1, torch.device("cpu")) is None
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGUSR1)  # a repeated signal (a launcher forwarding it) is harmless
+        time.sleep(0.01)
+        assert stop.agreed(1, torch.device("cpu")) == "SIGUSR1"
+    assert signal.getsignal(signal.SIGUSR1) is before
+    assert parse_signals(["usr1", "SIGTERM", "SIGUSR1"]) == (signal.SIGUSR1, signal.SIGTERM)
+    for bad in ("SIGKILL", "SIGNOPE"):
+        with pytest.raises(ValueError, match="CHECKPOINT.SIGNALS"):
+            parse_signals([bad])
+
+
+def test_a_forwarded_child_gets_the_signal_and_its_ignored_signals_stay_ignored(tmp_path):
+    import threading
+
+    script = ("import signal, sys, time\n"
+              "assert signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN\n"
+              "signal.signal(signal.SIGTERM, lambda *a: sys.exit(75))\n"
+              "open(sys.argv[1], 'w').close()\n"
+              "time.sleep(60)\n")
+    ready = tmp_path / "ready"
+    child = ForwardedChild([sys.executable, "-c", script, str(ready)], ignore=["SIGUSR2"])
+
+    def signal_when_ready():
+        while not ready.exists():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)  # reaches this process: passed on to the child
+
+    threading.Thread(target=signal_when_ready, daemon=True).start()
+    assert child.run() == EXIT_PREEMPTED and child.signalled == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
