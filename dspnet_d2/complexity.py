@@ -1,13 +1,19 @@
-"""Parameters and FLOPs of a DN (fvcore's counting: one fused multiply-add = one FLOP)."""
+"""Parameters and FLOPs of a DN (fvcore's counting: one fused multiply-add = one FLOP), and the table of a
+DN set (tools/dn_table.py)."""
 from __future__ import annotations
+
+import csv
+import io
 
 import torch
 from torch import nn
 
-from .dn import DNSpec, parse_dn
+from .dn import DNSpec, dn_set, parse_dn
 from .families import build_static_dn
 
-__all__ = ["count_params", "count_flops", "dn_complexity"]
+__all__ = ["count_params", "count_flops", "dn_complexity", "dn_rows", "to_markdown", "to_csv", "print_dn_table"]
+
+FIELDS = ("dn", "resolution", "params", "flops")
 
 
 def count_params(model: nn.Module) -> int:
@@ -39,3 +45,36 @@ def dn_complexity(dn: "str | DNSpec", resolution: int | None = None, num_classes
     model = build_static_dn(dn, num_classes=num_classes)
     return {"dn": str(dn), "resolution": resolution, "params": count_params(model),
             "flops": count_flops(model, resolution)}
+
+
+def dn_rows(dns, resolution=None, num_classes=None) -> list[dict]:
+    return [dn_complexity(dn, resolution, num_classes) for dn in dns]
+
+
+def to_markdown(rows: list[dict]) -> str:
+    lines = ["| DN | resolution | params (M) | FLOPs (M) |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['dn']} | {r['resolution']} | {r['params'] / 1e6:.2f} | {r['flops'] / 1e6:.1f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def to_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def print_dn_table(family: str, resolution: int | None = None, num_classes: int | None = None,
+                   csv_path: str | None = None) -> int:
+    """Print every DN of ``family`` (a DN set, a family or one DN) as markdown and CSV; the CSV also to
+    ``csv_path`` when given."""
+    rows = dn_rows(dn_set(family), resolution, num_classes)
+    print(to_markdown(rows))
+    print()
+    text = to_csv(rows)
+    print(text, end="")
+    if csv_path:
+        with open(csv_path, "w") as f:
+            f.write(text)
+    return 0

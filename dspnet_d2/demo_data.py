@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -253,6 +254,29 @@ def make_demo_dataset(root, image_size: int = 32, train_per_class: int = 120, va
     _write_coco(root, "val", coco_val_images, seed)
     marker.write_text(json.dumps(expected, indent=2) + "\n")
     return root
+
+
+def make_and_describe_demo_data(root, image_size: int = 32, train_per_class: int = 120, val_per_class: int = 100,
+                                coco_train_images: int = 64, coco_val_images: int = 16, seed: int = 0) -> None:
+    """``make_demo_dataset`` and a printed summary: written or kept, and what each split holds
+    (tools/make_demo_data.py)."""
+    marker = Path(root) / "DEMO_DATA.json"
+    before = marker.stat().st_mtime_ns if marker.exists() else None
+    start = time.perf_counter()
+    root = make_demo_dataset(root, image_size=image_size, train_per_class=train_per_class,
+                             val_per_class=val_per_class, coco_train_images=coco_train_images,
+                             coco_val_images=coco_val_images, seed=seed)
+    fresh = before != marker.stat().st_mtime_ns
+    print(f"{'wrote' if fresh else 'kept (already generated with these arguments)'} demo data in {root}"
+          + (f" in {time.perf_counter() - start:.1f} s" if fresh else ""))
+    for split in ("train", "val"):
+        counts = {c: len(list((root / split / c).glob("*.png"))) for c in CLASSES}
+        print(f"  {split}/: {sum(counts.values())} images, {len(CLASSES)} classes x "
+              f"{'/'.join(map(str, sorted(set(counts.values()))))} ({image_size} px)")
+    for split in ("train", "val"):
+        coco = json.loads((root / "coco" / "annotations" / f"instances_{split}.json").read_text())
+        print(f"  coco/{split}/: {len(coco['images'])} images, {len(coco['annotations'])} instance masks "
+              f"(coco/annotations/instances_{split}.json)")
 
 
 def write_photo_like_jpegs(folder, count: int, size=(500, 375), quality: int = 90, seed: int = 0) -> list[Path]:

@@ -6,6 +6,8 @@ import csv
 import json
 import os
 
+from dspnet_d2.errors import InvalidInputError, MissingFileError
+
 FIELDS = ("series", "dn", "params", "flops", "top1", "top5")
 
 
@@ -60,3 +62,24 @@ def plot_accuracy(results: list[dict], path: str, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def read_results(run_dir: str) -> list[dict]:
+    """The per-DN results of a finished evaluation or supervised run (its OUTPUT_DIR/results.json)."""
+    path = os.path.join(run_dir, "results.json")
+    if not os.path.isfile(path):
+        raise MissingFileError(f"{run_dir} has no results.json (not a finished run)")
+    try:
+        with open(path) as f:
+            return json.load(f)["results"]
+    except (ValueError, KeyError) as err:
+        raise InvalidInputError(f"{path} is not a results file: {err}") from None
+
+
+def compare_runs(run_dirs: list[str], output_dir: str, title: str) -> int:
+    """The results of several runs as one table and plot in ``output_dir``, printed (tools/compare_runs.py)."""
+    results = [row for run in run_dirs for row in read_results(run)]
+    paths = write_report(results, output_dir, title)
+    print(open(paths["md"]).read())
+    print("wrote " + ", ".join(paths.values()))
+    return 0

@@ -7,26 +7,11 @@ Each argument is the OUTPUT_DIR of ``python -m pretrain.supervised`` or ``python
 results.json); the series names come from the runs (random init, DSPNet init, BYOL init, ...). Writes
 results.{md,csv,json} and accuracy.png (top-1 vs FLOPs and vs params) into the output folder.
 """
-from __future__ import annotations
-
 import argparse
-import json
-import os
 import sys
 
-from dspnet_d2.errors import InvalidInputError, MissingFileError, cli_main
-from pretrain.report import write_report
-
-
-def read_results(run_dir: str) -> list[dict]:
-    path = os.path.join(run_dir, "results.json")
-    if not os.path.isfile(path):
-        raise MissingFileError(f"{run_dir} has no results.json (not a finished run)")
-    try:
-        with open(path) as f:
-            return json.load(f)["results"]
-    except (ValueError, KeyError) as err:
-        raise InvalidInputError(f"{path} is not a results file: {err}") from None
+from dspnet_d2.errors import cli_main
+from pretrain.report import compare_runs
 
 
 def main(argv=None) -> int:
@@ -35,11 +20,7 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output", required=True, help="folder for the merged table and plot")
     parser.add_argument("--title", default="top-1 per DN", help="plot and table title")
     args = parser.parse_args(argv)
-    results = [row for run in args.runs for row in read_results(run)]
-    paths = write_report(results, args.output, args.title)
-    print(open(paths["md"]).read())
-    print("wrote " + ", ".join(paths.values()))
-    return 0
+    return compare_runs(args.runs, args.output, args.title)
 
 
 if __name__ == "__main__":

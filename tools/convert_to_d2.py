@@ -15,15 +15,12 @@ Every DN of a pretraining checkpoint shares the supernet's BN buffers, so a per-
 its own statistics, recalibrated on a seeded sample of training images (``--data-root``), or states
 that it keeps the shared ones (``--no-bn-recalibration``). Exported DNs carry their own already.
 """
-from __future__ import annotations
-
 import argparse
 import sys
 
-from dspnet_d2.convert import dn_backbone_state, save_d2_pkl, supernet_backbone_state, to_d2_model
 from dspnet_d2.errors import cli_main
-from dspnet_d2.weights import read_weights, static_dn
-from pretrain.recalibration import add_recalibration_args, check_recalibration_args, recalibrate_from_args
+from pretrain.cli_args import add_recalibration_args
+from pretrain.commands import convert_to_d2_pkl
 
 
 def main(argv=None) -> int:
@@ -33,28 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument("--supernet", action="store_true", help="write every DN of a pretraining checkpoint")
     parser.add_argument("-o", "--output", required=True, help="output .pkl")
     add_recalibration_args(parser)
-    args = parser.parse_args(argv)
-    source = read_weights(args.source, allow_torchvision=True)
-    weights, dns = source.weights, source.dns
-    if args.supernet:
-        if dns is None or len(dns) < 2:
-            parser.error("--supernet needs a DSPNet pretraining checkpoint (several DNs)")
-        state, top = supernet_backbone_state(weights, dns)
-        save_d2_pkl(args.output, to_d2_model(state), supernet=top)
-        print(f"wrote {len(state)} tensors of supernet {top} (DNs {', '.join(map(str, dns))}) to {args.output}")
-        return 0
-    dn = source.dn(args.dn)
-    check_recalibration_args(parser, args, shares_bn=source.shares_bn)
-    note = ""
-    if args.data_root and not args.no_bn_recalibration:
-        model = static_dn(weights, dn)
-        info = recalibrate_from_args(model, dn, args)
-        weights = model.state_dict()
-        note = f", BN recalibrated on {info['images']} images at {info['resolution']} px (seed {info['seed']})"
-    state = dn_backbone_state(weights, dn)
-    save_d2_pkl(args.output, to_d2_model(state))
-    print(f"wrote {len(state)} tensors of DN {dn} to {args.output}{note}")
-    return 0
+    return convert_to_d2_pkl(parser.parse_args(argv), parser.error)
 
 
 if __name__ == "__main__":

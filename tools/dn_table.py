@@ -4,36 +4,12 @@
     python tools/dn_table.py --family mbv3            # the paper's 5 MobileNetV3 DNs at 224 px
     python tools/dn_table.py --family resnet_s9 --csv resnet_dns.csv
 """
-from __future__ import annotations
-
 import argparse
-import csv
-import io
 import sys
 
-from dspnet_d2.complexity import dn_complexity
-from dspnet_d2.dn import DN_SETS, dn_set
+from dspnet_d2.complexity import print_dn_table
+from dspnet_d2.dn import DN_SETS
 from dspnet_d2.errors import cli_main
-
-FIELDS = ("dn", "resolution", "params", "flops")
-
-
-def dn_rows(dns, resolution=None, num_classes=None) -> list[dict]:
-    return [dn_complexity(dn, resolution, num_classes) for dn in dns]
-
-
-def to_markdown(rows: list[dict]) -> str:
-    lines = ["| DN | resolution | params (M) | FLOPs (M) |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['dn']} | {r['resolution']} | {r['params'] / 1e6:.2f} | {r['flops'] / 1e6:.1f} |" for r in rows]
-    return "\n".join(lines)
-
-
-def to_csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def main(argv=None) -> int:
@@ -45,15 +21,7 @@ def main(argv=None) -> int:
                         help="count a classifier too (1000 matches torchvision's published sizes)")
     parser.add_argument("--csv", default=None, help="also write the CSV to this file")
     args = parser.parse_args(argv)
-    rows = dn_rows(dn_set(args.family), args.resolution, args.num_classes)
-    print(to_markdown(rows))
-    print()
-    text = to_csv(rows)
-    print(text, end="")
-    if args.csv:
-        with open(args.csv, "w") as f:
-            f.write(text)
-    return 0
+    return print_dn_table(args.family, args.resolution, args.num_classes, args.csv)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,10 @@ OUTPUT_DIRs with config.yaml and model_final.pth). Needs detectron2 and OpenCV.
 import argparse
 import sys
 
-from dspnet_d2.errors import InvalidInputError, cli_main
+from dspnet_d2.errors import cli_main
 
 try:
-    from dspnet_d2.d2.train import register_demo
-    from dspnet_d2.d2.visualize import draw_runs
+    from dspnet_d2.d2.visualize import draw_predictions
 except ImportError as err:  # reported as the other commands report a user's mistake
     print(f"error: tools/draw_predictions.py: {err} (the pictures also need OpenCV: "
           "pip install opencv-python-headless)", file=sys.stderr)
@@ -30,18 +29,8 @@ def main(argv=None) -> int:
     parser.add_argument("--score-threshold", type=float, default=0.5, help="predictions below it are not drawn")
     parser.add_argument("-o", "--output", required=True, help="the PNG to write")
     args = parser.parse_args(argv)
-    runs = dict(arg.split("=", 1) if "=" in arg else (arg, arg) for arg in args.runs)
-    if args.num_images < 1:
-        raise InvalidInputError(f"-n must be at least 1, got {args.num_images}")
-    if args.dataset.startswith("dspnet_demo_"):
-        register_demo(args.demo_root)
-    from detectron2.data import DatasetCatalog
-
-    if args.dataset not in DatasetCatalog.list():
-        raise InvalidInputError(f"dataset {args.dataset!r} is not registered in detectron2")
-    names = draw_runs(runs, args.dataset, args.num_images, args.output, args.score_threshold)
-    print(f"wrote {args.output}: {len(names)} images of {args.dataset} x (ground truth, {', '.join(runs)})")
-    return 0
+    return draw_predictions(args.runs, args.dataset, args.num_images, args.output, args.score_threshold,
+                            args.demo_root)
 
 
 if __name__ == "__main__":

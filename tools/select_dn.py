@@ -18,18 +18,12 @@ Writes OUT/dn_selection.{md,csv,json,png}; the measurements are cached in OUT/dn
 again (--remeasure does). --export writes the chosen DN with tools/export_dn.py, whose parity check runs
 (to --export-file, default OUT/<dn>.<onnx|pt|pt2>).
 """
-from __future__ import annotations
-
 import argparse
-import os
 import sys
 
-TOOLS = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, TOOLS)
-import export_dn  # noqa: E402  the export path with its parity check
-
-from dspnet_d2.errors import InvalidInputError, cli_main  # noqa: E402
-from dspnet_d2.selection import Budget, ExportRequest, Settings, select_dn  # noqa: E402
+from dspnet_d2.errors import cli_main
+from dspnet_d2.selection import Budget, Settings
+from pretrain.commands import select_and_export_dn
 
 
 def main(argv=None) -> int:
@@ -62,21 +56,13 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output-dir", default="output/dn_selection", metavar="OUT",
                         help="folder of the table, plot and measurement cache (default: output/dn_selection)")
     args = parser.parse_args(argv)
-    if args.export is None and (args.export_file or args.data_root or args.no_bn_recalibration):
-        raise InvalidInputError("--export-file, --data-root and --no-bn-recalibration go with --export FORMAT")
-    request = args.export and ExportRequest(args.export, args.export_file, args.data_root, args.no_bn_recalibration)
-    selection = select_dn(
-        args.sources, args.output_dir, args.results, rank_by=args.rank_by, export=request or None,
-        remeasure=args.remeasure,
+    return select_and_export_dn(
+        args.sources, args.output_dir, args.results, rank_by=args.rank_by, remeasure=args.remeasure,
         budget=Budget(args.max_latency_ms, args.max_flops, args.max_params, args.max_memory_mb),
         settings=Settings(args.runtime, args.device, args.threads, args.batch, args.resolution, args.amp,
-                          args.channels_last, args.warmup, args.repeats))
-    print(open(selection.paths["md"]).read())
-    print(selection.summary())
-    if request:
-        dn = selection.choice.dn
-        return export_dn.main(request.argv(selection.chosen, selection.row(dn)["resolution"], args.output_dir))
-    return 0
+                          args.channels_last, args.warmup, args.repeats),
+        export=args.export, export_file=args.export_file, data_root=args.data_root,
+        no_bn_recalibration=args.no_bn_recalibration)
 
 
 if __name__ == "__main__":

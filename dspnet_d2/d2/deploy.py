@@ -13,14 +13,16 @@ require_detectron2(__name__)
 
 import detectron2.data.transforms as T  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.data import detection_utils  # noqa: E402
+from detectron2.data import DatasetCatalog, detection_utils  # noqa: E402
 from detectron2.export import TracingAdapter  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
+from ..deploy import require_deploy_extra  # noqa: E402
+from ..errors import MissingFileError  # noqa: E402
+from .train import load_config, register_demo  # noqa: E402
+
 __all__ = ["load_eval_model", "model_input", "tracing_adapter", "export_model", "eager_fields", "load_exported",
-           "size_variants",
-           "exported_fields",
-           "compare_fields", "FIELDS"]
+           "size_variants", "exported_fields", "compare_fields", "export_and_check", "FIELDS"]
 
 # detectron2's STABLE_ONNX_OPSET_VERSION is 11, whose RoiAlign has no half-pixel mode: ROIAlignV2 (aligned=True,
 # every R-CNN head here) then exports as the old, shifted RoiAlign and the scores change. Opset 16 has it.
@@ -126,3 +128,36 @@ def compare_fields(expected: dict, got: dict, atol: float = 1e-3, rtol: float = 
         diffs[name] = (a.float() - b.float()).abs().max().item() if a.numel() else 0.0
         torch.testing.assert_close(b.float(), a.float(), atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
     return diffs
+
+
+def export_and_check(config_file: str, fmt: str, output_dir: str, opts=(), num_images: int = 4, atol: float = 1e-3,
+                     rtol: float = 1e-3, demo_root: str = "datasets/demo") -> int:
+    """Export the model of ``config_file`` + ``opts`` (``MODEL.WEIGHTS`` the trained one) as ``fmt`` into
+    ``output_dir``, traced on the first image of the config's first test dataset, and compare it with the
+    eager model on ``num_images`` of its images and on the first at two more sizes (tools/export_d2.py);
+    prints a line per image and one for the file."""
+    if not os.path.isfile(config_file):
+        raise MissingFileError(f"config file {config_file!r} does not exist")
+    cfg = load_config(config_file, list(opts) + ["MODEL.DEVICE", "cpu"])
+    if not cfg.MODEL.WEIGHTS or not os.path.isfile(cfg.MODEL.WEIGHTS):
+        raise MissingFileError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r}: give the trained model_final.pth")
+    if fmt == "onnx":
+        require_deploy_extra()
+    if cfg.DATASETS.TEST[0].startswith("dspnet_demo_"):
+        register_demo(demo_root)
+    records = DatasetCatalog.get(cfg.DATASETS.TEST[0])[:max(num_images, 1)]
+    model = load_eval_model(cfg)
+    images = [model_input(cfg, r["file_name"]) for r in records]
+    path, adapter = export_model(model, images[0], fmt, output_dir)
+    run = load_exported(path, fmt)
+    names = [os.path.basename(r["file_name"]) for r in records]
+    checks = list(zip(names, images)) + [(f"{names[0]} resized", v) for v in size_variants(images[0])]
+    for name, image in checks:
+        expected = eager_fields(model, image)
+        diffs = compare_fields(expected, exported_fields(run, adapter, image), atol, rtol)
+        print(f"{name} ({image.shape[1]}x{image.shape[2]}): {len(expected['scores'])} detections, max |diff| "
+              + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
+    sizes = sorted({tuple(image.shape[1:]) for _, image in checks})
+    print(f"wrote {path}: equal to the eager model on {len(images)} images of {cfg.DATASETS.TEST[0]} at "
+          f"{len(sizes)} sizes ({', '.join(f'{h}x{w}' for h, w in sizes)})")
+    return 0

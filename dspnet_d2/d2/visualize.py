@@ -14,10 +14,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
 from detectron2.engine import DefaultPredictor  # noqa: E402
 
-from ..errors import MissingFileError  # noqa: E402
-from .train import load_config  # noqa: E402
+from ..errors import InvalidInputError, MissingFileError  # noqa: E402
+from .train import load_config, register_demo  # noqa: E402
 
-__all__ = ["load_predictor", "draw_runs"]
+__all__ = ["load_predictor", "draw_runs", "draw_predictions"]
 
 
 def load_predictor(run_dir: str, score_threshold: float) -> DefaultPredictor:
@@ -63,3 +63,19 @@ def draw_runs(runs: dict[str, str], dataset: str, num_images: int, path: str, sc
     plt.close(fig)
     os.replace(path + ".tmp.png", path)
     return [os.path.basename(r["file_name"]) for r in records]
+
+
+def draw_predictions(runs: list[str], dataset: str, num_images: int, output: str, score_threshold: float = 0.5,
+                     demo_root: str = "datasets/demo") -> int:
+    """``draw_runs`` of ``runs`` (``TITLE=run_dir``, or a run directory as its own title) on a registered
+    dataset (the demo datasets registered from ``demo_root``), with a printed line (tools/draw_predictions.py)."""
+    runs = dict(arg.split("=", 1) if "=" in arg else (arg, arg) for arg in runs)
+    if num_images < 1:
+        raise InvalidInputError(f"-n must be at least 1, got {num_images}")
+    if dataset.startswith("dspnet_demo_"):
+        register_demo(demo_root)
+    if dataset not in DatasetCatalog.list():
+        raise InvalidInputError(f"dataset {dataset!r} is not registered in detectron2")
+    names = draw_runs(runs, dataset, num_images, output, score_threshold)
+    print(f"wrote {output}: {len(names)} images of {dataset} x (ground truth, {', '.join(runs)})")
+    return 0

@@ -20,7 +20,7 @@ EXPORT_SUFFIX = {"onnx": "onnx", "torchscript": "pt", "pt2": "pt2"}
 
 @dataclass(frozen=True)
 class ExportRequest:
-    """Write the chosen DN through ``tools/export_dn.py`` (the export path with its parity check)."""
+    """Write the chosen DN through tools/export_dn.py's command (the export path with its parity check)."""
 
     format: str  # onnx | torchscript | pt2
     file: str | None = None  # None: OUT/<dn>.<onnx|pt|pt2>
@@ -42,14 +42,14 @@ class ExportRequest:
         if self.format == "onnx":
             require_deploy_extra()
 
-    def argv(self, candidate: Candidate, resolution: int, output_dir: str) -> list[str]:
-        """``tools/export_dn.py``'s arguments for ``candidate``."""
+    def options(self, candidate: Candidate, resolution: int, output_dir: str) -> dict:
+        """tools/export_dn.py's options for ``candidate`` (the BN recalibration's sample size, crop ratio and seed
+        left to their defaults)."""
         path = self.file or os.path.join(output_dir, f"{candidate.dn}.{EXPORT_SUFFIX[self.format]}")
-        argv = [candidate.path, "--dn", str(candidate.dn), "--format", self.format, "--resolution", str(resolution),
-                "-o", path]
-        argv += ["--dynamic-batch"] if self.format != "torchscript" else []
-        argv += ["--data-root", self.data_root] if self.data_root else []
-        return argv + (["--no-bn-recalibration"] if self.no_bn_recalibration else [])
+        return {"source": candidate.path, "dn": str(candidate.dn), "format": self.format, "resolution": resolution,
+                "output": path, "static_batch": False, "dynamic_batch": self.format != "torchscript",
+                "dynamic_size": False, "no_classifier": False, "data_root": self.data_root,
+                "no_bn_recalibration": self.no_bn_recalibration}
 
 
 @dataclass

@@ -1,0 +1,74 @@
+"""Command-line options the tools share: a per-DN BN recalibration on an image folder (tools/convert_to_d2.py,
+tools/export_dn.py) and what the commands do with them."""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Callable, NoReturn
+
+import torch
+from torch import nn
+
+from dspnet_d2.errors import InvalidInputError
+
+from .data import ImageFolderIO, eval_transform
+from .recalibration import IMAGENET_MEAN, IMAGENET_STD, recalibrate_on_images, recalibration_loader
+
+UsageError = Callable[[str], NoReturn]  # a command's ``parser.error``: prints the usage and the message, exits 2
+
+
+def add_recalibration_args(parser: argparse.ArgumentParser) -> None:
+    """The command-line options of a per-DN BN recalibration."""
+    group = parser.add_argument_group("BN recalibration of one DN")
+    group.add_argument("--data-root", help="ImageFolder root holding <split>/<class>/<image>")
+    group.add_argument("--split", default="train", help="the training images' sub-folder (default: train)")
+    group.add_argument("--no-bn-recalibration", action="store_true",
+                       help="keep a supernet checkpoint's shared BN statistics")
+    group.add_argument("--batches", type=int, default=100, help="batches of center crops (default: 100)")
+    group.add_argument("--batch-size", type=int, default=256)
+    group.add_argument("--resolution", type=int, default=None,
+                       help="crop size (default: the family's evaluation resolution, 224)")
+    group.add_argument("--resize-ratio", type=float, default=0.875)
+    group.add_argument("--seed", type=int, default=0, help="seed of the image sample (default: 0)")
+
+
+def recalibration_defaults() -> dict:
+    """The options' default values, for a caller that builds the options without a command line."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_recalibration_args(parser)
+    return vars(parser.parse_args([]))
+
+
+def check_recalibration_args(args, shares_bn: bool, usage_error: UsageError | None = None) -> None:
+    """A DN of a supernet checkpoint (``shares_bn``: every DN shares its BN buffers) needs ``--data-root``
+    or an explicit ``--no-bn-recalibration``. ``usage_error``: the command's ``parser.error`` (default: an
+    InvalidInputError)."""
+    if shares_bn and not (args.data_root or args.no_bn_recalibration):
+        report_usage_error("a DN of a supernet checkpoint needs --data-root to recalibrate its BN statistics (all "
+                           "DNs share them in the supernet), or --no-bn-recalibration to keep them", usage_error)
+
+
+def report_usage_error(message: str, usage_error: UsageError | None = None) -> NoReturn:
+    """A mistake in a command's options: the parser's usage and message when given, else an InvalidInputError."""
+    if usage_error is not None:
+        usage_error(message)
+    raise InvalidInputError(message)
+
+
+def recalibrate_from_args(model: nn.Module, dn, args) -> dict | None:
+    """Recalibrate ``model`` (DN ``dn``) as the options say; returns the record, or None when not asked."""
+    if not args.data_root or args.no_bn_recalibration:
+        return None
+    return recalibrate_on_images(model, ImageFolderIO(os.path.join(args.data_root, args.split)),
+                                 args.resolution or dn.info.eval_resolution, args.batch_size, args.batches, args.seed,
+                                 resize_ratio=args.resize_ratio)
+
+
+def check_images_from_args(dn, args, resolution: int, count: int = 8) -> torch.Tensor | None:
+    """Center crops of ``count`` images of the seeded sample of ``--data-root`` (None without it): the real
+    images an exported file's parity check runs on."""
+    if not args.data_root:
+        return None
+    images = ImageFolderIO(os.path.join(args.data_root, args.split))
+    transform = eval_transform(resolution, args.resize_ratio, IMAGENET_MEAN, IMAGENET_STD)
+    return next(iter(recalibration_loader(images, transform, min(count, len(images)), 1, args.seed)))[0]
