@@ -1,4 +1,4 @@
-"""tools/pipeline.py on a tiny configuration: every stage, skip-if-done, kill and rerun, no detectron2."""
+"""python -m pretrain.pipeline on a tiny configuration: every stage, skip-if-done, kill and rerun, no detectron2."""
 import json
 import os
 import pickle
@@ -16,6 +16,7 @@ import yaml
 from dspnet_d2.demo_data import make_demo_dataset
 from dspnet_d2.errors import cli_main
 from dspnet_d2.weights import read_weights
+from pretrain.pipeline import main as pipeline_main
 from pretrain.preemption import EXIT_PREEMPTED
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
@@ -61,7 +62,7 @@ def pipeline_env(tmp, block_detectron2: bool) -> dict:
 
 
 def run_pipeline(config, env, *opts, timeout=600):
-    return subprocess.run([sys.executable, "tools/pipeline.py", "--config-file", config, *opts], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "pretrain.pipeline", "--config-file", config, *opts], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -125,7 +126,7 @@ def test_killed_mid_pretraining_resumes_to_the_same_outputs_and_finishes(tiny):
     config = tiny_config(tmp / "killed.yaml", tiny["data"], out)
     with_d2 = has_detectron2()
     env = pipeline_env(tmp, block_detectron2=not with_d2)
-    proc = subprocess.Popen([sys.executable, "tools/pipeline.py", "--config-file", config], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "pretrain.pipeline", "--config-file", config], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while not (out / "pretrain" / "checkpoint_00000003.pth").exists() and proc.poll() is None and time.time() < deadline:
@@ -163,7 +164,7 @@ def test_sigterm_interrupts_the_running_stage_with_its_checkpoint_and_the_rerun_
     tmp, out = tiny["tmp"], tiny["tmp"] / "signalled"
     config = tiny_config(tmp / "signalled.yaml", tiny["data"], out)
     env = pipeline_env(tmp, block_detectron2=True)
-    proc = subprocess.Popen([sys.executable, "tools/pipeline.py", "--config-file", config], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "pretrain.pipeline", "--config-file", config], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not (out / "pretrain" / "checkpoint_00000003.pth").exists() and proc.poll() is None and time.time() < deadline:
@@ -186,10 +187,7 @@ def test_sigterm_interrupts_the_running_stage_with_its_checkpoint_and_the_rerun_
 
 def run_in_process(capsys, *args) -> tuple[int, str]:
     """The pipeline command in this process: for the checks that end before any stage runs."""
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import pipeline
-
-    code = cli_main(lambda: pipeline.main([str(a) for a in args]))
+    code = cli_main(lambda: pipeline_main([str(a) for a in args]))
     return code, capsys.readouterr().err
 
 

@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     parser.add_argument("--signal-delay", type=int, default=120, help="seconds before the time limit at which the "
                         "run is told to stop with a checkpoint (a step and a checkpoint write must fit)")
     parser.add_argument("--tasks-per-node", type=int, default=None, help="default: one per GPU; 1 for a command "
-                        "that starts its own processes (tools/pipeline.py with LAUNCHER torchrun)")
+                        "that starts its own processes (python -m pretrain.pipeline with LAUNCHER torchrun)")
     parser.add_argument("--cpus-per-task", type=int, default=10, help="data-loading cores of each task")
     parser.add_argument("--max-requeues", type=int, default=20, help="time-limit requeues before giving up")
     parser.add_argument("--folder", default=None, help="submitit's folder (logs, job pickles); default "

@@ -8,7 +8,7 @@
 
 The demo datasets (dspnet_demo_train / dspnet_demo_val) are registered from --demo-root and
 generated there first if missing. Final COCO metrics are also written to OUTPUT_DIR/final_results.json.
-The trainer is dspnet_d2.d2.train's, which tools/pipeline.py also runs.
+The trainer is dspnet_d2.d2.train's, which the pipeline (python -m pretrain.pipeline) also runs.
 """
 import sys
 

@@ -1,5 +1,5 @@
 """Mask R-CNN training and evaluation with a DN backbone: the trainer, the demo datasets and the command's
-``main``, shared by ``tools/train_net.py`` and ``tools/pipeline.py`` (needs detectron2)."""
+``main``, shared by ``tools/train_net.py`` and the pipeline (needs detectron2)."""
 from __future__ import annotations
 
 import json

@@ -1,10 +1,11 @@
-"""tools/pipeline.py's report.md: every table and picture of the run, linked, and each stage's time."""
+"""The pipeline's report.md (every table and picture of the run, linked, and each stage's time) and the summary
+it prints."""
 from __future__ import annotations
 
 import os
 import time
 
-SERIES = {"dspnet": "DSPNet", "random": "random init"}  # DETECTION.INITS -> the series' name in tables
+from .config import SERIES, STAGES
 
 
 def _read(path: str) -> str | None:
@@ -83,3 +84,15 @@ def write_report(pipeline) -> str:
         f.write("\n".join(lines))
     os.replace(p["report"] + ".tmp", p["report"])
     return p["report"]
+
+
+def print_summary(pipeline) -> None:
+    print("\n" + "=" * 100 + "\nsummary")
+    for number, name in enumerate(STAGES, 1):
+        seconds = pipeline.state.get(name, {}).get("seconds")
+        print(f"  {number}. {name:<10} {pipeline.summary.get(name, '')}"
+              + (f" [{seconds / 60:.1f} min]" if seconds is not None else ""))
+    for label, key in (("pretraining", "pretrain"), ("kNN", "knn"), ("detectron2 weights", "pkl"),
+                       ("AP table", "ap_table"), ("pictures", "pictures"), ("report", "report")):
+        if os.path.exists(pipeline.paths[key]):
+            print(f"  {label:<20} {pipeline.paths[key]}")
