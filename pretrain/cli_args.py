@@ -11,7 +11,8 @@ from torch import nn
 
 from dspnet_d2.errors import InvalidInputError
 
-from .data import ImageFolderIO, eval_transform
+from .folder import ImageFolderIO
+from .transforms import eval_transform
 from .recalibration import IMAGENET_MEAN, IMAGENET_STD, recalibrate_on_images, recalibration_loader
 
 UsageError = Callable[[str], NoReturn]  # a command's ``parser.error``: prints the usage and the message, exits 2

@@ -14,7 +14,9 @@ from dspnet_d2.weights import describe, save_dn_file
 from .checkpoint import FORMAT
 from .config import parse_dns, validate_cfg
 from .augment import BYOLViews, normalize_views
-from .data import ImageFolderIO, ResumableSampler, TwoViewDataset, collate_views
+from .data import TwoViewDataset, collate_views
+from .folder import ImageFolderIO
+from .sampler import ResumableSampler
 from .loop import NonFiniteLossError, ResumableRun, per_dn_means, run_training
 from .method import COLLAPSE_STATS, build_method
 from .metrics import build_metric_writer

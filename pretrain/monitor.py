@@ -13,7 +13,8 @@ from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.export import export_dn
 from dspnet_d2.recalibration import recalibrate_bn, seeded_subset
 
-from .data import ImageFolderIO, LabelledImages, eval_transform
+from .folder import ImageFolderIO, LabelledImages
+from .transforms import eval_transform
 from .features import extract_features, topk_accuracy
 from .knn import knn_scores
 

@@ -8,7 +8,8 @@ from torch.utils.data import DataLoader
 
 from dspnet_d2.recalibration import recalibrate_bn, seeded_subset
 
-from .data import ImageFolderIO, LabelledImages, eval_transform
+from .folder import ImageFolderIO, LabelledImages
+from .transforms import eval_transform
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -15,7 +15,7 @@ from dspnet_d2.dn import parse_dn
 from dspnet_d2.errors import cli_main
 from dspnet_d2.weights import DN_FORMAT, PRETRAIN_FORMAT
 from pretrain.__main__ import main as pretrain_main
-from pretrain.data import ImageFolderIO
+from pretrain.folder import ImageFolderIO
 from pretrain.eval.__main__ import main as eval_main
 from pretrain_utils import ToolResult, run_tool, tiny_data
 

@@ -9,7 +9,7 @@ from dspnet_d2 import build_static_dn, build_supernet, export_dn
 from dspnet_d2.convert import D2_PREFIX, dn_backbone_state
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.weights import read_weights
-from pretrain.data import ImageFolderIO
+from pretrain.folder import ImageFolderIO
 from pretrain.recalibration import recalibrate_on_images
 from pretrain_utils import run_tool, tiny_data
 

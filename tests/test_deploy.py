@@ -148,7 +148,7 @@ def test_export_dn_command_refuses_what_it_cannot_do(tmp_path, capsys, monkeypat
 def test_a_dn_of_a_supernet_checkpoint_gets_its_own_bn_statistics(tmp_path, capsys):
     from dspnet_d2.demo_data import make_demo_dataset
     from dspnet_d2.weights import PRETRAIN_FORMAT
-    from pretrain.data import ImageFolderIO
+    from pretrain.folder import ImageFolderIO
     from pretrain.recalibration import recalibrate_on_images
 
     torch.manual_seed(0)

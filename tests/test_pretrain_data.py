@@ -6,7 +6,9 @@ from PIL import Image, ImageDraw
 from torchvision import transforms as T
 
 from pretrain.augment import BYOLViews
-from pretrain.data import GaussianBlurPIL, ImageFolderIO, TwoViewDataset, byol_transforms
+from pretrain.data import TwoViewDataset
+from pretrain.folder import ImageFolderIO
+from pretrain.transforms import GaussianBlurPIL, byol_transforms
 
 
 def _image(seed=0):

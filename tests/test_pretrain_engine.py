@@ -11,7 +11,7 @@ from dspnet_d2.weights import read_weights
 from pretrain.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from pretrain.config import load_cfg, validate_cfg
 from pretrain.engine import NonFiniteLossError, Trainer
-from pretrain.data import ImageFolderIO
+from pretrain.folder import ImageFolderIO
 from pretrain.method import DSPNet
 from pretrain.recalibration import recalibrate_on_images
 from pretrain_utils import tiny_cfg, tiny_data

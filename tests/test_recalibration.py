@@ -5,7 +5,8 @@ from PIL import Image
 
 from dspnet_d2 import build_static_dn
 from dspnet_d2.recalibration import recalibrate_bn, seeded_subset
-from pretrain.data import ImageFolderIO, eval_transform
+from pretrain.folder import ImageFolderIO
+from pretrain.transforms import eval_transform
 from pretrain.recalibration import recalibrate_on_images, recalibration_loader
 
 

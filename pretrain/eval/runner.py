@@ -14,7 +14,8 @@ from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.families import build_static_dn
 from dspnet_d2.weights import read_weights
 
-from ..data import ImageFolderIO, LabelledImages, eval_transform
+from ..folder import ImageFolderIO, LabelledImages
+from ..transforms import eval_transform
 from ..recalibration import recalibrate_on_images
 from ..distributed import setup_distributed
 from .classifier import Classifier, train_classifier

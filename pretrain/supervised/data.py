@@ -5,7 +5,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from ..data import ImageFolderIO, load_readable
+from ..folder import ImageFolderIO, load_readable
 
 __all__ = ["RandAugmentMstd", "supervised_transform", "SeededLabelledImages"]
 

@@ -16,7 +16,9 @@ from dspnet_d2.slim.ops import configure_norms
 from dspnet_d2.weights import SUPERVISED_FORMAT, describe, save_dn_file, static_dn
 
 from ..config import parse_dns
-from ..data import ImageFolderIO, LabelledImages, ResumableSampler, eval_transform
+from ..folder import ImageFolderIO, LabelledImages
+from ..sampler import ResumableSampler
+from ..transforms import eval_transform
 from ..features import evaluate_classifier, make_loader
 from ..loop import ResumableRun, per_dn_means
 from ..metrics import build_metric_writer
