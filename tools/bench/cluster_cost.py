@@ -19,12 +19,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_cost import _cuda, _interleaved, build_trainer  # noqa: E402
+from step_cost import _cuda, _interleaved, build_trainer  # a sibling: run as a script, its folder is on the path
 
 
 class WithProbe:
