@@ -56,20 +56,25 @@ def report_usage_error(message: str, usage_error: UsageError | None = None) -> N
     raise InvalidInputError(message)
 
 
-def recalibrate_from_args(model: nn.Module, dn, args) -> dict | None:
-    """Recalibrate ``model`` (DN ``dn``) as the options say; returns the record, or None when not asked."""
-    if not args.data_root or args.no_bn_recalibration:
-        return None
-    return recalibrate_on_images(model, ImageFolderIO(os.path.join(args.data_root, args.split)),
-                                 args.resolution or dn.info.eval_resolution, args.batch_size, args.batches, args.seed,
-                                 resize_ratio=args.resize_ratio)
+def images_from_args(args) -> ImageFolderIO | None:
+    """The image folder of ``--data-root`` / ``--split`` (listed once: an ImageNet split holds 1.28M files),
+    or None without ``--data-root``."""
+    return ImageFolderIO(os.path.join(args.data_root, args.split)) if args.data_root else None
 
 
-def check_images_from_args(dn, args, resolution: int, count: int = 8) -> torch.Tensor | None:
-    """Center crops of ``count`` images of the seeded sample of ``--data-root`` (None without it): the real
-    images an exported file's parity check runs on."""
-    if not args.data_root:
+def recalibrate_from_args(model: nn.Module, dn, args, images: ImageFolderIO | None) -> dict | None:
+    """Recalibrate ``model`` (DN ``dn``) on ``images`` (``images_from_args``) as the options say; returns the
+    record, or None when not asked."""
+    if images is None or args.no_bn_recalibration:
         return None
-    images = ImageFolderIO(os.path.join(args.data_root, args.split))
+    return recalibrate_on_images(model, images, args.resolution or dn.info.eval_resolution, args.batch_size,
+                                 args.batches, args.seed, resize_ratio=args.resize_ratio)
+
+
+def check_images_from_args(images: ImageFolderIO | None, args, resolution: int, count: int = 8) -> torch.Tensor | None:
+    """Center crops of ``count`` images of the seeded sample of ``images`` (``images_from_args``; None without
+    it): the real images an exported file's parity check runs on."""
+    if images is None:
+        return None
     transform = eval_transform(resolution, args.resize_ratio, IMAGENET_MEAN, IMAGENET_STD)
     return next(iter(recalibration_loader(images, transform, min(count, len(images)), 1, args.seed)))[0]

@@ -16,8 +16,8 @@ from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.selection import Budget, ExportRequest, Settings, select_dn
 from dspnet_d2.weights import read_weights, save_dn_file, static_dn
 
-from .cli_args import (UsageError, check_images_from_args, check_recalibration_args, recalibrate_from_args,
-                       recalibration_defaults, report_usage_error)
+from .cli_args import (UsageError, check_images_from_args, check_recalibration_args, images_from_args,
+                       recalibrate_from_args, recalibration_defaults, report_usage_error)
 
 __all__ = ["EXPORT_FORMATS", "export_dn_file", "convert_to_d2_pkl", "select_and_export_dn"]
 
@@ -32,7 +32,8 @@ def export_dn_file(args: argparse.Namespace, usage_error: UsageError | None = No
     source = read_weights(args.source)
     model, dn = source.model(args.dn, classifier=not args.no_classifier)
     check_recalibration_args(args, source.shares_bn, usage_error)
-    info = recalibrate_from_args(model, dn, args)
+    images = images_from_args(args)
+    info = recalibrate_from_args(model, dn, args, images)
     model.eval()
     resolution = args.resolution or dn.info.eval_resolution
     if args.format == "state_dict":
@@ -49,7 +50,7 @@ def export_dn_file(args: argparse.Namespace, usage_error: UsageError | None = No
         export_torchscript(model, args.output, resolution)
     sizes = check_sizes(resolution, args.dynamic_size or args.format == "torchscript")
     batches = (1, 3) if dynamic_batch or args.format == "torchscript" else (2,)
-    real = check_images_from_args(dn, args, resolution)
+    real = check_images_from_args(images, args, resolution)
     worst = check_deployed(model, args.output, args.format, sizes, batches, images=real)
     size = "any H x W" if args.dynamic_size else f"{resolution} x {resolution}"
     shape = (f"{'any' if dynamic_batch else 2} x 3 x {size}" if args.format != "torchscript"
@@ -79,7 +80,7 @@ def convert_to_d2_pkl(args: argparse.Namespace, usage_error: UsageError | None =
     note = ""
     if args.data_root and not args.no_bn_recalibration:
         model = static_dn(weights, dn)
-        info = recalibrate_from_args(model, dn, args)
+        info = recalibrate_from_args(model, dn, args, images_from_args(args))
         weights = model.state_dict()
         note = f", BN recalibrated on {info['images']} images at {info['resolution']} px (seed {info['seed']})"
     state = dn_backbone_state(weights, dn)
