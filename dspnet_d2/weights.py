@@ -60,7 +60,8 @@ def _legacy_description(state: dict) -> dict:
 @dataclass
 class WeightFile:
     """A weight file, read once: its encoder weights (torchvision keys, a supernet's or one DN's, with the
-    classifier when it has one), the DNs they serve, and the file's other top-level entries (config, ...)."""
+    classifier when it has one), the DNs they serve, and the file's other top-level entries without tensors
+    (config, signature, BN recalibration record, ...)."""
     path: str
     kind: str  # the file's format: PRETRAIN_FORMAT, DN_FORMAT, SUPERVISED_FORMAT or TORCHVISION_FORMAT
     dns: "tuple[DNSpec, ...] | None"  # None: a torchvision state_dict (the caller names the DN)
@@ -103,6 +104,14 @@ class WeightFile:
         return static_dn(self.weights, dn, self.num_classes() if classifier else None).eval(), dn
 
 
+def _holds_tensors(value) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_tensors(v) for v in value.values())
+    return isinstance(value, (list, tuple)) and any(_holds_tensors(v) for v in value)
+
+
 def read_weights(path: str, allow_torchvision: bool = False) -> WeightFile:
     """Read any weight file of the package (pretraining or supervised checkpoint, exported DN) through the
     description at its top level (``describe``; older files through ``_legacy_description``), or with
@@ -116,7 +125,8 @@ def read_weights(path: str, allow_torchvision: bool = False) -> WeightFile:
         description = {k: state[k] for k in ("dns", "encoder")} if "encoder" in state else _legacy_description(state)
         entry, prefix = description["encoder"]["entry"], description["encoder"]["prefix"]
         weights = {k[len(prefix):]: v for k, v in state[entry].items() if k.startswith(prefix)}
-        record = {k: v for k, v in state.items() if k != entry}
+        # the metadata only: a training checkpoint's target network and optimizer state are not kept alive
+        record = {k: v for k, v in state.items() if k != entry and not _holds_tensors(v)}
         return WeightFile(path, kind, dn_set(description["dns"]), weights, record)
     if allow_torchvision and isinstance(state, dict):
         state = state.get("state_dict", state)

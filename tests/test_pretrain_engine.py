@@ -59,6 +59,7 @@ def test_full_run_warmup_sandwich_export_and_checkpoints(data_root, tmp_path):
     assert state["encoder"] == {"entry": "online", "prefix": "encoder."}
     served = read_weights(latest_checkpoint(tmp_path))
     assert served.weights.keys() == trainer.method.online.encoder.state_dict().keys()
+    assert served.record["step"] == 8 and not {"online", "target", "optimizer", "rng"} & served.record.keys()
     assert os.path.exists(tmp_path / "tb")
     for dn in ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w1.0"]:
         saved = torch.load(tmp_path / "export" / f"{dn}.pth", weights_only=True)
