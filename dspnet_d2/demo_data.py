@@ -306,18 +306,24 @@ def write_photo_like_jpegs(folder, count: int, size=(500, 375), quality: int = 9
 COCO_LIKE_SIZES = ((640, 480), (480, 640), (640, 427), (500, 375), (427, 640), (640, 360))  # (width, height)
 
 
-def write_coco_like(root, split: str = "val", sizes=COCO_LIKE_SIZES, seed: int = 0) -> Path:
+def write_coco_like(root, split: str = "val", sizes=COCO_LIKE_SIZES, empty_sizes=((640, 480),), seed: int = 0) -> Path:
     """A COCO-shaped instance set for tests and benches, not for learning: JPEGs of COCO's typical sizes and
     aspect ratios (one per entry of ``sizes``), 2-5 polygon instances per image (``segmentation`` as
-    polygon lists, as most of COCO's), and one crowd region per image (``iscrowd`` 1, an RLE mask), in
+    polygon lists, as most of COCO's), and one crowd region per image (``iscrowd`` 1, an RLE mask), then one
+    image without any annotation per entry of ``empty_sizes`` (COCO has about a thousand), in
     ``root/<split>/`` with ``root/annotations/instances_<split>.json``. Returns that JSON's path."""
     from pycocotools import mask as mask_util
 
     root, rng = Path(root), np.random.default_rng(seed)
     (root / split).mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
-    for i, (w, h) in enumerate(sizes):
+    for i, (w, h) in enumerate(list(sizes) + list(empty_sizes)):
         image = Image.fromarray(rng.integers(20, 90, (h, w, 3), dtype=np.uint8))
+        name = f"{i:012d}.jpg"
+        images.append({"id": i + 1, "file_name": name, "width": w, "height": h})
+        if i >= len(sizes):
+            image.save(root / split / name, quality=90)
+            continue
         draw = ImageDraw.Draw(image)
         for _ in range(int(rng.integers(2, 6))):
             n, radius = int(rng.integers(3, 9)), rng.uniform(0.06, 0.2) * min(w, h)
@@ -325,7 +331,8 @@ def write_coco_like(root, split: str = "val", sizes=COCO_LIKE_SIZES, seed: int =
             poly = _regular(n, radius, rng.uniform(0, 2 * np.pi)) + (cx, cy)
             draw.polygon([tuple(p) for p in poly], fill=tuple(int(c) for c in rng.integers(140, 256, 3)))
             xs, ys = poly[:, 0], poly[:, 1]
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": int(rng.integers(len(CLASSES))) + 1,
+            category = int(rng.integers(len(CLASSES))) + 1
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": category,
                                 "segmentation": [[float(v) for v in poly.ravel()]], "area": _polygon_area(poly),
                                 "bbox": [float(xs.min()), float(ys.min()), float(np.ptp(xs)), float(np.ptp(ys))],
                                 "iscrowd": 0})
@@ -336,9 +343,7 @@ def write_coco_like(root, split: str = "val", sizes=COCO_LIKE_SIZES, seed: int =
         annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 1,
                             "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
                             "area": float(crowd.sum()), "bbox": [float(v) for v in mask_util.toBbox(rle)]})
-        name = f"{i:012d}.jpg"
         image.save(root / split / name, quality=90)
-        images.append({"id": i + 1, "file_name": name, "width": w, "height": h})
     coco = {"info": {"description": "dspnet COCO-shaped test data"}, "images": images, "annotations": annotations,
             "categories": [{"id": k + 1, "name": c, "supercategory": "shape"} for k, c in enumerate(CLASSES)]}
     (root / "annotations").mkdir(parents=True, exist_ok=True)

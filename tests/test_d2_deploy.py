@@ -99,7 +99,8 @@ def test_export_d2_needs_the_trained_weights(demo_root, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def coco_like(tmp_path_factory):
-    """COCO-shaped val images (six sizes and aspect ratios, polygon masks, crowd regions), registered."""
+    """COCO-shaped val images (six sizes and aspect ratios, polygon masks, crowd regions, and one image without
+    annotations), registered."""
     from detectron2.data import DatasetCatalog
     from detectron2.data.datasets import register_coco_instances
 
@@ -135,7 +136,9 @@ def test_export_serves_coco_shaped_images_of_every_size(fmt, coco_like, tmp_path
 
     path = str(tmp_path / "out" / ("model.ts" if fmt == "torchscript" else "model.onnx"))
     shapes = set()
-    for record in DatasetCatalog.get("dspnet_coco_like_val"):
+    records = DatasetCatalog.get("dspnet_coco_like_val")
+    assert len(records) == 7 and not records[-1].get("annotations")  # the empty image is checked too
+    for record in records:
         image = model_input(cfg, record["file_name"])
         shapes.add(tuple(image.shape[1:]))
         expected = eager_fields(model, image)
