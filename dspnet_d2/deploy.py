@@ -10,17 +10,25 @@ from torch import nn
 from .errors import InvalidInputError
 
 __all__ = ["export_onnx", "export_torchscript", "export_program", "run_onnx", "onnx_session", "require_deploy_extra",
-           "parity_error", "check_deployed", "check_sizes", "load_deployed", "ONNX_OPSET", "PARITY_TOLERANCE"]
+           "parity_error", "check_deployed", "check_sizes", "load_deployed", "ONNX_OPSET", "PARITY_TOLERANCE",
+           "MIN_DYNAMIC_SIZE"]
 
 ONNX_OPSET = 18  # the dynamo exporter's default opset; every op of the two families has an ONNX Runtime kernel
 PARITY_TOLERANCE = 1e-4  # largest |exported - PyTorch| per image, relative to that image's output scale
+# the smallest H, W of a file of any size: from 64 px every stride-32 map is at least 2 x 2 (torch.export
+# specialises a 1 x 1 map)
+MIN_DYNAMIC_SIZE = 64
 
 
-def _dynamic_shapes(dynamic_batch: bool, dynamic_size: bool):
+def _dynamic_shapes(dynamic_batch: bool, dynamic_size: bool, resolution: int):
     """``torch.export``'s dynamic dimensions of the one input (by position), or None for a static shape."""
     dims = {0: torch.export.Dim("batch", min=1, max=1024)} if dynamic_batch else {}
-    if dynamic_size:  # from 64 px every stride-32 map is at least 2 x 2 (torch.export specialises a 1 x 1 map)
-        dims.update({2: torch.export.Dim("height", min=64, max=4096), 3: torch.export.Dim("width", min=64, max=4096)})
+    if dynamic_size:
+        if resolution < MIN_DYNAMIC_SIZE:  # the example traced must lie in the range the file serves
+            raise InvalidInputError(f"a file of any height and width serves H, W >= {MIN_DYNAMIC_SIZE} px and is traced "
+                                    f"at its resolution: give a resolution >= {MIN_DYNAMIC_SIZE}, not {resolution}")
+        dims.update({axis: torch.export.Dim(name, min=MIN_DYNAMIC_SIZE, max=4096)
+                     for axis, name in ((2, "height"), (3, "width"))})
     return (dims,) if dims else None
 
 
@@ -39,7 +47,8 @@ def export_onnx(model: nn.Module, path: str, resolution: int = 224, dynamic_batc
     model = model.eval()
     program = torch.onnx.export(model, (_example(model, 2, resolution),), dynamo=True, opset_version=opset, verbose=False,
                                 input_names=["images"], output_names=["output"],
-                                dynamic_shapes=_dynamic_shapes(dynamic_batch, dynamic_size), external_data=False)
+                                dynamic_shapes=_dynamic_shapes(dynamic_batch, dynamic_size, resolution),
+                                external_data=False)
     program.save(path + ".tmp")
     os.replace(path + ".tmp", path)
     return path
@@ -135,7 +144,7 @@ def export_program(model: nn.Module, path: str, resolution: int = 224, dynamic_b
     """Write ``model`` (eval mode) as a ``torch.export`` program (.pt2), torch's successor of TorchScript;
     ``torch.export.load(path).module()`` runs it without this package."""
     program = torch.export.export(model.eval(), (_example(model, 2, resolution),),
-                                  dynamic_shapes=_dynamic_shapes(dynamic_batch, dynamic_size))
+                                  dynamic_shapes=_dynamic_shapes(dynamic_batch, dynamic_size, resolution))
     torch.export.save(program, path + ".tmp")
     os.replace(path + ".tmp", path)
     return path

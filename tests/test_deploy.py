@@ -235,6 +235,9 @@ def test_static_batch_and_dynamic_size_of_a_pt2_program(tmp_path, capsys):
     x = torch.randn(4, 3, 70, 90)
     with torch.no_grad():
         torch.testing.assert_close(program(x), model(x), atol=1e-5, rtol=1e-5)
+    code, _, err = run_export([tmp_path / "dn.pth", "--format", "pt2", "--resolution", 32, "--dynamic-size",
+                               "-o", tmp_path / "small.pt2"], capsys)
+    assert code == 2 and "give a resolution >= 64, not 32" in err  # traced below the range it would serve
     code, out, err = run_export([tmp_path / "dn.pth", "--format", "pt2", "--resolution", RESOLUTION, "--static-batch",
                                  "-o", tmp_path / "s.pt2"], capsys)
     assert code == 0 and "checked at batches [2]" in out, err
