@@ -2,6 +2,7 @@
 parity check of a written file against its PyTorch model."""
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -10,14 +11,18 @@ from torch import nn
 from .errors import InvalidInputError
 
 __all__ = ["export_onnx", "export_torchscript", "export_program", "run_onnx", "onnx_session", "require_deploy_extra",
-           "parity_error", "check_deployed", "check_sizes", "load_deployed", "ONNX_OPSET", "PARITY_TOLERANCE",
-           "MIN_DYNAMIC_SIZE"]
+           "parity_error", "check_deployed", "check_sizes", "check_batches", "load_deployed", "ParityError",
+           "ONNX_OPSET", "PARITY_TOLERANCE", "MIN_DYNAMIC_SIZE"]
 
 ONNX_OPSET = 18  # the dynamo exporter's default opset; every op of the two families has an ONNX Runtime kernel
 PARITY_TOLERANCE = 1e-4  # largest |exported - PyTorch| per image, relative to that image's output scale
 # the smallest H, W of a file of any size: from 64 px every stride-32 map is at least 2 x 2 (torch.export
 # specialises a 1 x 1 map)
 MIN_DYNAMIC_SIZE = 64
+
+
+class ParityError(RuntimeError):
+    """A written file's outputs differ from its PyTorch model's beyond the tolerance."""
 
 
 def _dynamic_shapes(dynamic_batch: bool, dynamic_size: bool, resolution: int):
@@ -39,14 +44,15 @@ def _example(model: nn.Module, batch: int, resolution: int) -> torch.Tensor:
 
 @torch.no_grad()
 def export_onnx(model: nn.Module, path: str, resolution: int = 224, dynamic_batch: bool = True,
-                opset: int = ONNX_OPSET, dynamic_size: bool = False) -> str:
+                opset: int = ONNX_OPSET, dynamic_size: bool = False, batch: int = 2) -> str:
     """Write ``model`` (eval mode) to ONNX with torch's dynamo exporter (``torch.export`` graph; the
     TorchScript-based exporter is deprecated), input ``images`` (N, 3, H, W), output ``output``; with
-    ``dynamic_batch`` N is free, with ``dynamic_size`` H and W are (else R x R). Needs the ``deploy``
-    extra (onnx, onnxscript)."""
+    ``dynamic_batch`` N is free (traced at ``batch``, at least 2: torch.export specialises a batch of 1),
+    else N is ``batch``; with ``dynamic_size`` H and W are free (else R x R). Needs the ``deploy`` extra
+    (onnx, onnxscript)."""
     model = model.eval()
-    program = torch.onnx.export(model, (_example(model, 2, resolution),), dynamo=True, opset_version=opset, verbose=False,
-                                input_names=["images"], output_names=["output"],
+    program = torch.onnx.export(model, (_example(model, batch, resolution),), dynamo=True, opset_version=opset,
+                                verbose=False, input_names=["images"], output_names=["output"],
                                 dynamic_shapes=_dynamic_shapes(dynamic_batch, dynamic_size, resolution),
                                 external_data=False)
     program.save(path + ".tmp")
@@ -80,20 +86,35 @@ def check_sizes(resolution: int, dynamic_size: bool) -> list[tuple[int, int]]:
     return [(resolution, resolution)] + ([second] if dynamic_size else [])
 
 
+def check_batches(static_batch: int | None = None) -> tuple[int, ...]:
+    """The batch sizes a parity check runs random images at: 1 and 3 for a file of any batch, else the
+    file's own (it takes no other)."""
+    return (1, 3) if static_batch is None else (static_batch,)
+
+
+def _batches_of(images: torch.Tensor, batch: int) -> list[torch.Tensor]:
+    """``images`` in batches of exactly ``batch``, the last filled up with images from the start."""
+    count = math.ceil(len(images) / batch) * batch
+    return list(images[torch.arange(count) % len(images)].split(batch))
+
+
 @torch.no_grad()
-def check_deployed(model: nn.Module, path: str, fmt: str, sizes: list[tuple[int, int]], batches=(1, 3),
+def check_deployed(model: nn.Module, path: str, fmt: str, sizes: list[tuple[int, int]], static_batch: int | None = None,
                    images: torch.Tensor | None = None, tolerance: float = PARITY_TOLERANCE) -> float:
     """The worst ``parity_error`` of the file ``path`` against ``model`` over random batches of each size in
-    ``sizes`` and each batch size of ``batches`` (and ``images``, real images, when given); raises
-    ``RuntimeError`` when it exceeds ``tolerance``."""
+    ``sizes`` and each batch size of ``check_batches(static_batch)``, and over ``images`` (real images) when
+    given, whole or, for a file of one batch size, in batches of it; raises ``ParityError`` when it exceeds
+    ``tolerance``."""
     run, worst = load_deployed(path, fmt), 0.0
     generator = torch.Generator().manual_seed(0)
-    checks = [torch.randn(b, 3, h, w, generator=generator) for h, w in sizes for b in batches]
-    for inputs in checks + ([images] if images is not None else []):
+    checks = [torch.randn(b, 3, h, w, generator=generator) for h, w in sizes for b in check_batches(static_batch)]
+    if images is not None:
+        checks += [images] if static_batch is None else _batches_of(images, static_batch)
+    for inputs in checks:
         error = parity_error(run(inputs), model(inputs))
         if error > tolerance:
-            raise RuntimeError(f"{path} differs from the PyTorch model on a batch of {tuple(inputs.shape)}: max |diff| "
-                               f"{error:.1e} of the output's scale (tolerance {tolerance:.0e})")
+            raise ParityError(f"{path} differs from the PyTorch model on a batch of {tuple(inputs.shape)}: max |diff| "
+                              f"{error:.1e} of the output's scale (tolerance {tolerance:.0e})")
         worst = max(worst, error)
     return worst
 
@@ -140,10 +161,10 @@ def export_torchscript(model: nn.Module, path: str, resolution: int = 224) -> st
 
 @torch.no_grad()
 def export_program(model: nn.Module, path: str, resolution: int = 224, dynamic_batch: bool = True,
-                   dynamic_size: bool = False) -> str:
+                   dynamic_size: bool = False, batch: int = 2) -> str:
     """Write ``model`` (eval mode) as a ``torch.export`` program (.pt2), torch's successor of TorchScript;
-    ``torch.export.load(path).module()`` runs it without this package."""
-    program = torch.export.export(model.eval(), (_example(model, 2, resolution),),
+    ``torch.export.load(path).module()`` runs it without this package. Batch and size as ``export_onnx``'s."""
+    program = torch.export.export(model.eval(), (_example(model, batch, resolution),),
                                   dynamic_shapes=_dynamic_shapes(dynamic_batch, dynamic_size, resolution))
     torch.export.save(program, path + ".tmp")
     os.replace(path + ".tmp", path)

@@ -2,63 +2,82 @@
 or exported file, its BN statistics recalibrated on an image folder when it shares the supernet's, written as a
 checked deployable file or a detectron2 .pkl; and the DN chosen for this machine, exported the same way.
 
-``args`` is the tool's parsed command line (the options of ``cli_args.add_recalibration_args`` included);
-``usage_error`` its ``parser.error``, so an option that does not fit the weights is reported with the usage.
+``usage_error`` is the tool's ``parser.error``, so an option that does not fit the weights is reported with the
+usage; ``convert_to_d2_pkl`` still takes the tool's parsed command line.
 """
 from __future__ import annotations
 
 import argparse
+import os
 
 from dspnet_d2.convert import dn_backbone_state, save_d2_pkl, supernet_backbone_state, to_d2_model
-from dspnet_d2.deploy import (check_deployed, check_sizes, export_onnx, export_program, export_torchscript,
-                              require_deploy_extra)
+from dspnet_d2.deploy import (ParityError, check_batches, check_deployed, check_sizes, export_onnx, export_program,
+                              export_torchscript, require_deploy_extra)
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.selection import Budget, ExportRequest, Settings, select_dn
 from dspnet_d2.weights import read_weights, save_dn_file, static_dn
 
-from .cli_args import (UsageError, check_images_from_args, check_recalibration_args, images_from_args,
-                       recalibrate_from_args, recalibration_defaults, report_usage_error)
+from .cli_args import (RecalibrationOptions, UsageError, check_images_from_args, check_recalibration_args,
+                       images_from_args, recalibrate_from_args, report_usage_error)
 
 __all__ = ["EXPORT_FORMATS", "export_dn_file", "convert_to_d2_pkl", "select_and_export_dn"]
 
 EXPORT_FORMATS = ("onnx", "torchscript", "pt2", "state_dict")
 
 
-def export_dn_file(args: argparse.Namespace, usage_error: UsageError | None = None) -> int:
-    """Write DN ``args.dn`` of ``args.source`` as ``args.format`` to ``args.output`` and check the file against
-    the PyTorch model (tools/export_dn.py)."""
-    if args.static_batch and args.dynamic_batch:
-        report_usage_error("--static-batch and --dynamic-batch exclude each other", usage_error)
-    source = read_weights(args.source)
-    model, dn = source.model(args.dn, classifier=not args.no_classifier)
-    check_recalibration_args(args, source.shares_bn, usage_error)
-    images = images_from_args(args)
-    info = recalibrate_from_args(model, dn, args, images)
+def export_dn_file(source: str, output: str, fmt: str, dn: str | None = None, static_batch: int | None = None,
+                   dynamic_size: bool = False, classifier: bool = True,
+                   recalibration: RecalibrationOptions = RecalibrationOptions(),
+                   usage_error: UsageError | None = None) -> int:
+    """Write DN ``dn`` of ``source`` as ``fmt`` to ``output`` (tools/export_dn.py): ONNX and pt2 files of any
+    batch, or of ``static_batch`` only; TorchScript traced (any batch and size). The file is written under a
+    temporary name beside ``output`` and takes that name only once its check against the PyTorch model has
+    passed; a file that fails it is removed (an InvalidInputError). ``usage_error``: as
+    ``check_recalibration_args``."""
+    if fmt not in EXPORT_FORMATS:
+        raise InvalidInputError(f"unknown format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    if static_batch is not None and static_batch < 1:
+        report_usage_error(f"--static-batch takes a batch size of 1 or more, not {static_batch}", usage_error)
+    weights = read_weights(source)
+    model, dn = weights.model(dn, classifier=classifier)
+    check_recalibration_args(recalibration, weights.shares_bn, usage_error)
+    images = images_from_args(recalibration)
+    info = recalibrate_from_args(model, dn, recalibration, images)
     model.eval()
-    resolution = args.resolution or dn.info.eval_resolution
-    if args.format == "state_dict":
-        save_dn_file(args.output, dn, model.state_dict(), bn_recalibration=info, source=args.source)
-        print(f"wrote DN {dn} ({sum(p.numel() for p in model.parameters())} parameters) to {args.output}")
+    resolution = recalibration.resolution or dn.info.eval_resolution
+    if fmt == "state_dict":
+        save_dn_file(output, dn, model.state_dict(), bn_recalibration=info, source=source)
+        print(f"wrote DN {dn} ({sum(p.numel() for p in model.parameters())} parameters) to {output}")
         return 0
-    dynamic_batch = not args.static_batch
-    if args.format == "onnx":
-        require_deploy_extra()
-        export_onnx(model, args.output, resolution, dynamic_batch=dynamic_batch, dynamic_size=args.dynamic_size)
-    elif args.format == "pt2":
-        export_program(model, args.output, resolution, dynamic_batch=dynamic_batch, dynamic_size=args.dynamic_size)
-    else:  # a trace holds for any batch and size: these networks have no shape-dependent control flow
-        export_torchscript(model, args.output, resolution)
-    sizes = check_sizes(resolution, args.dynamic_size or args.format == "torchscript")
-    batches = (1, 3) if dynamic_batch or args.format == "torchscript" else (2,)
-    real = check_images_from_args(images, args, resolution)
-    worst = check_deployed(model, args.output, args.format, sizes, batches, images=real)
-    size = "any H x W" if args.dynamic_size else f"{resolution} x {resolution}"
-    shape = (f"{'any' if dynamic_batch else 2} x 3 x {size}" if args.format != "torchscript"
-             else "traced: any batch and size")
+    # a trace holds for any batch and size: these networks have no shape-dependent control flow
+    static_batch = None if fmt == "torchscript" else static_batch
+    batch = {"dynamic_batch": static_batch is None, "batch": static_batch or 2}
+    root, suffix = os.path.splitext(output)
+    unchecked = f"{root}.unchecked{suffix}"
+    try:
+        if fmt == "onnx":
+            require_deploy_extra()
+            export_onnx(model, unchecked, resolution, dynamic_size=dynamic_size, **batch)
+        elif fmt == "pt2":
+            export_program(model, unchecked, resolution, dynamic_size=dynamic_size, **batch)
+        else:
+            export_torchscript(model, unchecked, resolution)
+        sizes = check_sizes(resolution, dynamic_size or fmt == "torchscript")
+        real = check_images_from_args(images, recalibration, resolution)
+        worst = check_deployed(model, unchecked, fmt, sizes, static_batch, images=real)
+    except BaseException as err:  # no file under either name that has not passed its check
+        if os.path.exists(unchecked):
+            os.remove(unchecked)
+        if isinstance(err, ParityError):
+            raise InvalidInputError(f"{output} not written: {err}") from None
+        raise
+    os.replace(unchecked, output)
+    size = "any H x W" if dynamic_size else f"{resolution} x {resolution}"
+    shape = f"{static_batch or 'any'} x 3 x {size}" if fmt != "torchscript" else "traced: any batch and size"
     checked = ", ".join(f"{h}x{w}" for h, w in sizes)
-    checked += f" and {len(real)} images of {args.data_root}" if real is not None else ""
-    print(f"wrote DN {dn} as {args.format} ({shape}) to {args.output}; checked at batches {list(batches)}, sizes "
-          f"{checked}: max |{args.format} - PyTorch| {worst:.1e} of the output's scale"
+    checked += f" and {len(real)} images of {recalibration.data_root}" if real is not None else ""
+    print(f"wrote DN {dn} as {fmt} ({shape}) to {output}; checked at batches {list(check_batches(static_batch))}, "
+          f"sizes {checked}: max |{fmt} - PyTorch| {worst:.1e} of the output's scale"
           + (f"; BN recalibrated on {info['images']} images" if info else ""))
     return 0
 
@@ -76,11 +95,12 @@ def convert_to_d2_pkl(args: argparse.Namespace, usage_error: UsageError | None =
         print(f"wrote {len(state)} tensors of supernet {top} (DNs {', '.join(map(str, dns))}) to {args.output}")
         return 0
     dn = source.dn(args.dn)
-    check_recalibration_args(args, source.shares_bn, usage_error)
+    recalibration = RecalibrationOptions.from_args(args)
+    check_recalibration_args(recalibration, source.shares_bn, usage_error)
     note = ""
     if args.data_root and not args.no_bn_recalibration:
         model = static_dn(weights, dn)
-        info = recalibrate_from_args(model, dn, args, images_from_args(args))
+        info = recalibrate_from_args(model, dn, recalibration, images_from_args(recalibration))
         weights = model.state_dict()
         note = f", BN recalibrated on {info['images']} images at {info['resolution']} px (seed {info['seed']})"
     state = dn_backbone_state(weights, dn)
@@ -103,6 +123,9 @@ def select_and_export_dn(sources: list[str], output_dir: str, results: list[str]
     print(open(selection.paths["md"]).read())
     print(selection.summary())
     if request:
-        options = request.options(selection.chosen, selection.row(selection.choice.dn)["resolution"], output_dir)
-        return export_dn_file(argparse.Namespace(**{**recalibration_defaults(), **options}))
+        dn = selection.choice.dn  # exported at the resolution it was measured and ranked at
+        recalibration = RecalibrationOptions(data_root=data_root, no_bn_recalibration=no_bn_recalibration,
+                                             resolution=selection.row(dn)["resolution"])
+        return export_dn_file(selection.chosen.path, request.output(dn, output_dir), request.format, dn=dn,
+                              recalibration=recalibration)
     return 0

@@ -253,3 +253,64 @@ def test_the_parity_check_fails_a_file_of_another_network(tmp_path):
         model.fc.weight.mul_(1.001) if hasattr(model.fc, "weight") else model.layer4[-1].bn2.weight.mul_(1.001)
     with pytest.raises(RuntimeError, match="differs from the PyTorch model"):
         check_deployed(model, path, "torchscript", [(RESOLUTION, RESOLUTION)])
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """An ImageFolder root of 16 demo images: the parity check takes 8 of them."""
+    from dspnet_d2.demo_data import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("images") / "data", train_per_class=2, val_per_class=1,
+                             coco_train_images=1, coco_val_images=1)
+
+
+@pytest.mark.parametrize("fmt,batch", [("onnx", None), ("onnx", 1), ("pt2", 3)])
+def test_a_static_batch_file_is_checked_at_its_own_batch_on_real_images(fmt, batch, image_folder, tmp_path, capsys):
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime", reason="the deploy extra: pip install -e '.[deploy]'")
+    model = deployable("mbv3_w0.5")
+    save_dn_file(str(tmp_path / "dn.pth"), "mbv3_w0.5", model.state_dict())
+    out = tmp_path / f"m.{fmt}"
+    static = ["--static-batch"] + ([batch] if batch else [])  # no value: batch 2, as before it took one
+    code, stdout, err = run_export([tmp_path / "dn.pth", "--format", fmt, "--resolution", RESOLUTION, *static,
+                                    "--data-root", image_folder, "--no-bn-recalibration", "-o", out], capsys)
+    batch = batch or 2
+    assert code == 0, err
+    assert f"({batch} x 3 x {RESOLUTION} x {RESOLUTION})" in stdout and f"checked at batches [{batch}]" in stdout
+    assert f"and 8 images of {image_folder}" in stdout  # 8 is no multiple of 3: the last batch filled up
+    run = run_onnx if fmt == "onnx" else (lambda path, x: torch.export.load(path).module()(x))
+    images = torch.randn(batch + 1, 3, RESOLUTION, RESOLUTION)
+    with torch.no_grad():
+        assert parity_error(run(str(out), images[:batch]), model(images[:batch])) < 1e-4
+        with pytest.raises(Exception):  # the file's own batch only
+            run(str(out), images)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dn.pth", out.name]  # no temporary file left
+
+
+def test_a_file_that_fails_its_check_is_not_kept(tmp_path, capsys, monkeypatch):
+    import copy
+
+    import pretrain.commands
+    from test_cli_errors import assert_one_error_line
+
+    save_dn_file(str(tmp_path / "dn.pth"), "mbv3_w0.5", deployable("mbv3_w0.5").state_dict())
+    write_program = pretrain.commands.export_program
+
+    def another_network(model, path, *args, **kwargs):  # the file of weights 1% off in the last layer
+        other = copy.deepcopy(model)
+        with torch.no_grad():
+            other.classifier[-1].weight.mul_(1.01)
+        return write_program(other, path, *args, **kwargs)
+
+    monkeypatch.setattr(pretrain.commands, "export_program", another_network)
+    out = tmp_path / "m.pt2"
+    out.write_bytes(b"an earlier file")
+    code, _, err = run_export([tmp_path / "dn.pth", "--format", "pt2", "--resolution", RESOLUTION, "--static-batch", 1,
+                               "-o", out], capsys)
+    assert_one_error_line(code, err, f"{out} not written: ")
+    assert "differs from the PyTorch model on a batch of (1, 3, 64, 64)" in err
+    assert out.read_bytes() == b"an earlier file"  # only a file that passed takes the name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dn.pth", "m.pt2"]
+    with pytest.raises(SystemExit):  # a usage error
+        run_export([tmp_path / "dn.pth", "--format", "pt2", "--static-batch", 0, "-o", out], capsys)
+    assert "--static-batch takes a batch size of 1 or more, not 0" in capsys.readouterr().err

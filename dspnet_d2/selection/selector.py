@@ -42,14 +42,9 @@ class ExportRequest:
         if self.format == "onnx":
             require_deploy_extra()
 
-    def options(self, candidate: Candidate, resolution: int, output_dir: str) -> dict:
-        """tools/export_dn.py's options for ``candidate`` (the BN recalibration's sample size, crop ratio and seed
-        left to their defaults)."""
-        path = self.file or os.path.join(output_dir, f"{candidate.dn}.{EXPORT_SUFFIX[self.format]}")
-        return {"source": candidate.path, "dn": str(candidate.dn), "format": self.format, "resolution": resolution,
-                "output": path, "static_batch": False, "dynamic_batch": self.format != "torchscript",
-                "dynamic_size": False, "no_classifier": False, "data_root": self.data_root,
-                "no_bn_recalibration": self.no_bn_recalibration}
+    def output(self, dn: str, output_dir: str) -> str:
+        """The file the chosen DN ``dn`` is written to."""
+        return self.file or os.path.join(output_dir, f"{dn}.{EXPORT_SUFFIX[self.format]}")
 
 
 @dataclass
