@@ -37,12 +37,18 @@ def one_line(message: str) -> str:
 
 
 def cli_main(main: Callable[[], "int | None"]) -> int:
-    """Run a command's ``main``; a UserError ends it with ``error: <message>`` on stderr and status 2.
+    """Run a command's ``main``; a UserError ends it with ``error: <message>`` on stderr and status 2, a stop
+    signal after its checkpoint (``dspnet_d2.stopping.Preempted``) with one line and status 75.
 
     Any other exception is a bug and propagates with its traceback.
     """
+    from .stopping import EXIT_PREEMPTED, Preempted  # stopping imports this module
+
     try:
         return main() or 0
     except UserError as err:
         print(f"error: {one_line(str(err))}", file=sys.stderr)
         return 2
+    except Preempted as stop:
+        print(f"stopped: {stop}", file=sys.stderr)
+        return EXIT_PREEMPTED

@@ -9,6 +9,7 @@ import torch.distributed as dist
 
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.export import export_dn
+from dspnet_d2.stopping import ShieldedWorkerInit
 from dspnet_d2.weights import describe, save_dn_file
 
 from .checkpoint import FORMAT
@@ -74,7 +75,8 @@ class Trainer(ResumableRun):
         self.loader = torch.utils.data.DataLoader(
             TwoViewDataset(images, views), batch_size=self.sampler.batch, sampler=self.sampler,
             num_workers=workers, collate_fn=collate_views, pin_memory=self.device.type == "cuda", drop_last=True,
-            persistent_workers=workers > 0, prefetch_factor=cfg.DATA.PREFETCH_FACTOR if workers else None)
+            persistent_workers=workers > 0, prefetch_factor=cfg.DATA.PREFETCH_FACTOR if workers else None,
+            worker_init_fn=ShieldedWorkerInit())
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = cfg.SOLVER.EPOCHS * self.steps_per_epoch
         self.warmup_steps = cfg.SOLVER.WARMUP_EPOCHS * self.steps_per_epoch

@@ -8,6 +8,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from dspnet_d2.stopping import ShieldedWorkerInit
+
 from .distributed import is_main_process, world_size
 
 __all__ = ["make_loader", "extract_features", "topk_accuracy", "evaluate_classifier"]
@@ -23,7 +25,7 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bo
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=max(1, batch_size // world), shuffle=shuffle and sampler is None,
                       sampler=sampler, num_workers=num_workers, drop_last=drop_last, generator=generator,
-                      pin_memory=torch.cuda.is_available())
+                      pin_memory=torch.cuda.is_available(), worker_init_fn=ShieldedWorkerInit())
 
 
 @torch.no_grad()

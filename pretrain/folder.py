@@ -7,6 +7,7 @@ import os
 
 from iopath.common.file_io import g_pathmgr
 from PIL import Image
+import torch
 from torch.utils.data import Dataset
 
 from dspnet_d2.errors import MissingFileError
@@ -15,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolderIO", "load_readable", "LabelledImages"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolderIO", "load_readable", "LabelledImages", "SeededLabelledImages"]
 
 
 class ImageFolderIO(Dataset):
@@ -99,3 +100,23 @@ class LabelledImages(Dataset):
             if image is not None:
                 return self.transform(image), self.images.samples[index][1], position
         raise RuntimeError(f"no readable image in {self.images.root}")
+
+
+class SeededLabelledImages(Dataset):
+    """``(augmented image, label, images skipped)`` for the ``(position, seed)`` items of ``ResumableSampler``
+    (``position`` in ``indices``, all images by default): each image's augmentation is seeded, so a resumed run
+    sees exactly the batches of an uninterrupted one."""
+
+    def __init__(self, images: ImageFolderIO, transform, indices: list[int] | None = None):
+        self.images, self.transform = images, transform
+        self.indices = list(range(len(images))) if indices is None else list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: tuple[int, int]):
+        position, seed = item
+        image, index, skipped = load_readable(self.images, self.indices[position])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(image), self.images.samples[index][1], skipped

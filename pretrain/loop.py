@@ -21,7 +21,7 @@ from dspnet_d2.weights import save_atomic
 from .checkpoint import (check_signature, checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints,
                          rng_state, set_rng_state)
 from .distributed import CollectiveError, collective_errors, setup_distributed, shutdown
-from .preemption import EXIT_PREEMPTED, Preempted, StopSignals
+from .preemption import EXIT_PREEMPTED, Preempted, StopSignals, clear_stop_marker, write_stop_marker
 
 __all__ = ["ResumableRun", "NonFiniteLossError", "setup_logging", "run_training", "per_dn_means"]
 
@@ -155,6 +155,8 @@ class ResumableRun:
 
         A signal of ``CHECKPOINT.SIGNALS`` stops every rank after the same step, with that step's checkpoint,
         by raising ``Preempted``; a failed or timed-out collective raises ``CollectiveError``."""
+        if self.is_main:
+            clear_stop_marker(self.cfg.OUTPUT_DIR)
         self.resume()
         stop_at = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc=self.progress_desc,
@@ -193,7 +195,10 @@ class ResumableRun:
                 self.save()
             if stop:
                 self.metrics.close()
-                raise Preempted(stop, self.step, self.cfg.OUTPUT_DIR, signals.seconds_since())
+                stopped = Preempted(stop, self.step, self.cfg.OUTPUT_DIR, signals.seconds_since())
+                if self.is_main:
+                    write_stop_marker(self.cfg.OUTPUT_DIR, stopped)
+                raise stopped
             if self.step >= stop_at:
                 return
 

@@ -7,6 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dspnet_d2.recalibration import recalibrate_bn, seeded_subset
+from dspnet_d2.stopping import ShieldedWorkerInit
 
 from .folder import ImageFolderIO, LabelledImages
 from .transforms import eval_transform
@@ -19,7 +20,7 @@ def recalibration_loader(images: ImageFolderIO, transform, batch_size: int, num_
     """Batches of a seeded random sample (without replacement) of ``num_batches x batch_size`` images."""
     indices = seeded_subset(len(images), num_batches * batch_size, seed)
     return DataLoader(LabelledImages(images, transform, indices), batch_size=batch_size, shuffle=False,
-                      num_workers=num_workers)
+                      num_workers=num_workers, worker_init_fn=ShieldedWorkerInit())
 
 
 def recalibrate_on_images(model: nn.Module, images: ImageFolderIO, resolution: int, batch_size: int,

@@ -60,3 +60,32 @@ def torchrun(nproc, args, module="pretrain"):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def assert_equal_states(a: dict, b: dict, where=""):
+    """Two (nested) state dicts hold the same keys and bit-equal tensors."""
+    import torch
+
+    assert a.keys() == b.keys(), where
+    for key in a:
+        if isinstance(a[key], dict):
+            assert_equal_states(a[key], b[key], f"{where}/{key}")
+        elif isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key]), f"{where}/{key}"
+
+
+def descendants(pid: int, depth: int | None = None) -> list[int]:
+    """The processes below ``pid`` (children first; ``depth`` 1: its children only), read from /proc."""
+    found, level = [], [pid]
+    while level and (depth is None or depth > 0):
+        children = []
+        for parent in level:
+            for task in Path(f"/proc/{parent}/task").glob("*"):
+                try:
+                    children += [int(c) for c in (task / "children").read_text().split()]
+                except OSError:  # the process ended meanwhile
+                    pass
+        found += children
+        level = children
+        depth = None if depth is None else depth - 1
+    return found

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,14 +33,14 @@ def has_detectron2() -> bool:
     return True
 
 
-def tiny_config(path, data, out) -> str:
+def tiny_config(path, data, out, workers=0, launcher="") -> str:
     """Three DNs, 12 pretraining steps on 96 images, a checkpoint every step; 4 Mask R-CNN iterations."""
     cfg = {
         "OUTPUT_DIR": str(out),
-        "PRETRAIN": {"OPTS": ["MODEL.DNS", "mbv3_s3", "DATA.ROOT", str(data), "SOLVER.EPOCHS", 4, "SOLVER.BATCH_SIZE", 32,
+        "PRETRAIN": {"LAUNCHER": launcher, "OPTS": ["MODEL.DNS", "mbv3_s3", "DATA.ROOT", str(data), "SOLVER.EPOCHS", 4, "SOLVER.BATCH_SIZE", 32,
                               "MODEL.FULL_ONLY_EPOCHS", 1, "SOLVER.WARMUP_EPOCHS", 1, "MONITOR.KNN_PERIOD", 0,
                               "MODEL.PROJ_HIDDEN", 64, "MODEL.PROJ_DIM", 32, "EXPORT_RECALIBRATION_BATCHES", 1,
-                              "DATA.NUM_WORKERS", 0, "CHECKPOINT.PERIOD", 1, "CHECKPOINT.KEEP", 20, "LOG_PERIOD", 3]},
+                              "DATA.NUM_WORKERS", workers, "CHECKPOINT.PERIOD", 1, "CHECKPOINT.KEEP", 20, "LOG_PERIOD", 3]},
         "KNN": {"OPTS": ["DATA.ROOT", str(data), "RANDOM_INIT_SEEDS", 1, "BN_RECALIBRATION.BATCHES", 1, "KNN.K", 5]},
         "DETECTION": {"DEMO_ROOT": str(data),
                       "OPTS": ["SOLVER.MAX_ITER", 4, "SOLVER.STEPS", "(3,)", "SOLVER.WARMUP_ITERS", 1,
@@ -162,7 +163,7 @@ def test_killed_mid_pretraining_resumes_to_the_same_outputs_and_finishes(tiny):
 @pytest.mark.slow
 def test_sigterm_interrupts_the_running_stage_with_its_checkpoint_and_the_rerun_resumes(tiny):
     tmp, out = tiny["tmp"], tiny["tmp"] / "signalled"
-    config = tiny_config(tmp / "signalled.yaml", tiny["data"], out)
+    config = tiny_config(tmp / "signalled.yaml", tiny["data"], out, workers=2)  # the demo recipe's workers
     env = pipeline_env(tmp, block_detectron2=True)
     proc = subprocess.Popen([sys.executable, "-m", "pretrain.pipeline", "--config-file", config], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -183,6 +184,52 @@ def test_sigterm_interrupts_the_running_stage_with_its_checkpoint_and_the_rerun_
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "1. pretrain   ran (resumed after an interruption)" in result.stdout
     assert_same_stage_1_to_3(tiny["reference"], out)
+
+
+def _processes_naming(text: str) -> list[int]:
+    """The processes whose command line contains ``text``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().decode(errors="replace"):
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.slow
+def test_sigusr1_stops_every_rank_of_a_torchrun_stage_and_the_rerun_resumes_it(tiny):
+    """torchrun dies on SIGUSR1: the pipeline passes it on as SIGTERM, every rank checkpoints the same step, and no
+    process of the stage is left running."""
+    tmp, out = tiny["tmp"], tiny["tmp"] / "torchrun"
+    launcher = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node 2"
+    config = tiny_config(tmp / "torchrun.yaml", tiny["data"], out, workers=2, launcher=launcher)
+    env = pipeline_env(tmp, block_detectron2=True)
+    proc = subprocess.Popen([sys.executable, "-m", "pretrain.pipeline", "--config-file", config], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "pretrain" / "checkpoint_00000003.pth").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    stage = _processes_naming(str(out / "pretrain"))
+    assert len(stage) >= 1 + 2 + 2 * 2  # torchrun, its 2 ranks and their loader workers
+    proc.send_signal(signal.SIGUSR1)
+    stdout, _ = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_PREEMPTED, stdout[-3000:]
+    assert not _processes_naming(str(out / "pretrain"))  # no rank, no worker left running
+    assert "left running" not in stdout  # torchrun relayed the stop itself: nothing was orphaned
+    log = (out / "pretrain" / "log.txt").read_text()
+    stopped = re.findall(r"stopped by SIGTERM after step (\d+)", log)
+    assert len(stopped) == 2 and stopped[0] == stopped[1]  # both ranks, the same step
+    assert (out / "pretrain" / f"checkpoint_{int(stopped[0]):08d}.pth").exists()
+    state = json.loads((out / "pipeline_state.json").read_text())
+    assert state["pretrain"]["interrupted"] == "SIGUSR1"
+
+    result = run_pipeline(config, env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "1. pretrain   ran (resumed after an interruption)" in result.stdout
+    assert f"resumed from {out / 'pretrain' / f'checkpoint_{int(stopped[0]):08d}.pth'}" in (
+        out / "pretrain" / "log.txt").read_text()
 
 
 def run_in_process(capsys, *args) -> tuple[int, str]:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pretrain.preemption import EXIT_PREEMPTED, ForwardedChild, StopSignals, parse_signals
-from pretrain_utils import tiny_command_args, tiny_data, torchrun
+from pretrain_utils import assert_equal_states, descendants, tiny_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,7 +28,7 @@ def _env():
 
 def _supervised_args(data_root, output_dir):
     return ["--config-file", "configs/supervised/demo.yaml", "DATA.ROOT", str(data_root), "OUTPUT_DIR", str(output_dir),
-            "DATA.NUM_WORKERS", "0", "MODEL.DNS", "mbv3_s3", "MODEL.NUM_SUBNETS", "3", "SOLVER.BATCH_SIZE", "16",
+            "DATA.NUM_WORKERS", "2", "MODEL.DNS", "mbv3_s3", "MODEL.NUM_SUBNETS", "3", "SOLVER.BATCH_SIZE", "16",
             "SOLVER.EPOCHS", "3", "CHECKPOINT.PERIOD", "1000", "CHECKPOINT.KEEP", "20", "LOG_PERIOD", "1",
             "EVAL_PERIOD", "0", "BN_RECALIBRATION.BATCHES", "0", "EVAL_BATCH_SIZE", "16", "EXPORT", "False",
             "MODEL.EMA_DECAY", "0.9"]
@@ -39,8 +39,8 @@ def _steps(output_dir) -> list[int]:
 
 
 def _signal_mid_run(command, output_dir, after_step):
-    """Start ``command``, send SIGTERM once metrics.jsonl holds step ``after_step``; (exit status, seconds
-    from the signal to the exit)."""
+    """Start ``command``, send SIGTERM to it and its loader workers (as Slurm does) once metrics.jsonl holds step
+    ``after_step``; (exit status, seconds from the signal to the exit)."""
     log = open(output_dir.parent / f"{output_dir.name}.out", "w")
     proc = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
     metrics, deadline = output_dir / "metrics.jsonl", time.time() + 300
@@ -49,51 +49,19 @@ def _signal_mid_run(command, output_dir, after_step):
             break
         time.sleep(0.02)
     start = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
+    workers = descendants(proc.pid)
+    assert len(workers) == 2
+    for pid in [proc.pid, *workers]:
+        os.kill(pid, signal.SIGTERM)
     status = proc.wait(timeout=120)
     log.close()
     return status, time.monotonic() - start
-
-
-def _assert_equal_states(a: dict, b: dict, where=""):
-    assert a.keys() == b.keys(), where
-    for key in a:
-        if isinstance(a[key], dict):
-            _assert_equal_states(a[key], b[key], f"{where}/{key}")
-        elif isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), f"{where}/{key}"
 
 
 def _stopped_step(output_dir) -> int:
     found = re.findall(r"stopped by \S+(?: on another rank)? after step (\d+)", (output_dir / "log.txt").read_text())
     assert found, "the run did not report a stop"
     return int(found[-1])
-
-
-@pytest.mark.slow
-def test_sigterm_to_torchrun_stops_both_ranks_at_one_step_and_resumes_exactly(data_root, tmp_path):
-    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    torchrun(2, tiny_command_args(data_root, straight))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pretrain",
-               *tiny_command_args(data_root, stopped)]
-    _, seconds = _signal_mid_run(command, stopped, after_step=5)
-    step = _stopped_step(stopped)
-    # the checkpoint of the step it stopped at, mid-epoch: not a periodic (epoch-end) one
-    assert 5 <= step < 12 and step % 4 and _steps(stopped)[-1] == step
-    log = (stopped / "log.txt").read_text()
-    assert log.count(f"after step {step}") == 2 and f"Exit status {EXIT_PREEMPTED}" in log  # both ranks, one step
-    print(f"SIGTERM to torchrun -> exit: {seconds:.2f} s (stopped after step {step})")
-
-    torchrun(2, tiny_command_args(data_root, stopped))  # the same command again
-    assert f"resumed from {stopped / f'checkpoint_{step:08d}.pth'}" in (stopped / "log.txt").read_text()
-    a, b = (torch.load(d / "checkpoint_00000012.pth", weights_only=True) for d in (straight, stopped))
-    for part in ("online", "target", "optimizer", "linear_probe"):
-        _assert_equal_states(a[part], b[part], part)
-
-    def probe(folder):
-        return {r["step"]: r for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())
-                if any(k.startswith("linear_probe/") for k in r)}
-    assert probe(straight) == probe(stopped) and sorted(probe(straight)) == [4, 8, 12]
 
 
 @pytest.mark.slow
@@ -110,7 +78,7 @@ def test_sigterm_stops_supervised_training_at_its_step_and_resumes_exactly(data_
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     a, b = (torch.load(d / "checkpoint_00000012.pth", weights_only=True) for d in (straight, stopped))
     for part in ("model", "ema", "optimizer"):
-        _assert_equal_states(a[part], b[part], part)
+        assert_equal_states(a[part], b[part], part)
 
 
 def _free_port() -> int:
@@ -198,3 +166,45 @@ def test_a_forwarded_child_gets_the_signal_and_its_ignored_signals_stay_ignored(
     threading.Thread(target=signal_when_ready, daemon=True).start()
     assert child.run() == EXIT_PREEMPTED and child.signalled == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+
+def test_a_forwarded_child_gets_any_stop_signal_as_sigterm(tmp_path):
+    """torchrun handles TERM but dies on USR1: the pipeline's children get every stop signal as SIGTERM."""
+    import threading
+
+    script = ("import signal, sys, time\n"
+              "signal.signal(signal.SIGTERM, lambda *a: sys.exit(75))\n"
+              "open(sys.argv[1], 'w').close()\n"
+              "time.sleep(60)\n")
+    ready = tmp_path / "ready"
+    child = ForwardedChild([sys.executable, "-c", script, str(ready)])
+
+    def signal_when_ready():
+        while not ready.exists():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    threading.Thread(target=signal_when_ready, daemon=True).start()
+    assert child.run() == EXIT_PREEMPTED and child.signalled == "SIGUSR1"
+
+
+@pytest.mark.parametrize("stubborn", [False, True], ids=["obeys_sigterm", "ignores_sigterm"])
+def test_processes_a_forwarded_child_leaves_running_are_ended(tmp_path, stubborn):
+    """A launcher that dies and leaves a rank running in a session of its own: the rank is re-parented to the
+    parent, gets SIGTERM once the launcher has exited (SIGKILL after the grace period if it ignores it)."""
+    rank = ("import os, signal, sys, time\n"
+            f"signal.signal(signal.SIGTERM, {'signal.SIG_IGN' if stubborn else 'lambda *a: sys.exit(75)'})\n"
+            "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
+            "time.sleep(60)\n")
+    launcher = ("import subprocess, sys, time, os\n"
+                "subprocess.Popen([sys.executable, '-c', sys.argv[1], sys.argv[2]], start_new_session=True)\n"
+                "while not os.path.exists(sys.argv[2]) or not open(sys.argv[2]).read():\n"
+                "    time.sleep(0.01)\n"
+                "os._exit(1)\n")  # the launcher dies; its rank keeps running
+    pid_file = tmp_path / "rank_pid"
+    child = ForwardedChild([sys.executable, "-c", launcher, rank, str(pid_file)], orphan_grace_s=1.0)
+    start = time.monotonic()
+    assert child.run() == 1 and child.orphans_ended == 1
+    rank_pid = int(pid_file.read_text())
+    assert not os.path.exists(f"/proc/{rank_pid}")  # ended and reaped
+    assert (time.monotonic() - start >= 1.0) == stubborn  # only the stubborn one waited for SIGKILL

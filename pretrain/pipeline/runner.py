@@ -123,6 +123,8 @@ class Pipeline:
             print(f"$ {shlex.join(command)}", flush=True)
             child = ForwardedChild(command)
             status = child.run()
+            if child.orphans_ended:
+                print(f"stage {name}: ended {child.orphans_ended} process(es) its command left running", flush=True)
             if child.signalled or status == EXIT_PREEMPTED:
                 entry["interrupted"] = child.signalled or f"exit status {status}"
                 self._save_state()

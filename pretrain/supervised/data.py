@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from ..folder import ImageFolderIO, load_readable
-
-__all__ = ["RandAugmentMstd", "supervised_transform", "SeededLabelledImages"]
+__all__ = ["RandAugmentMstd", "supervised_transform"]
 
 
 class RandAugmentMstd(T.RandAugment):
@@ -41,21 +38,3 @@ def supervised_transform(resolution: int, crop_scale, mean, std, rand_augment_op
     if erasing:
         steps.append(T.RandomErasing(p=erasing, value="random"))
     return T.Compose(steps)
-
-
-class SeededLabelledImages(Dataset):
-    """``(augmented image, label, images skipped)`` for the ``(index, seed)`` items of ``ResumableSampler``:
-    each image's augmentation is seeded, so a resumed run sees exactly the batches of an uninterrupted one."""
-
-    def __init__(self, images: ImageFolderIO, transform):
-        self.images, self.transform = images, transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, item: tuple[int, int]):
-        index, seed = item
-        image, position, skipped = load_readable(self.images, index)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.transform(image), self.images.samples[position][1], skipped

@@ -14,9 +14,10 @@ from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.families import get_family
 from dspnet_d2.slim.ops import configure_norms
 from dspnet_d2.weights import SUPERVISED_FORMAT, describe, save_dn_file, static_dn
+from dspnet_d2.stopping import ShieldedWorkerInit
 
 from ..config import parse_dns
-from ..folder import ImageFolderIO, LabelledImages
+from ..folder import ImageFolderIO, LabelledImages, SeededLabelledImages
 from ..sampler import ResumableSampler
 from ..transforms import eval_transform
 from ..features import evaluate_classifier, make_loader
@@ -25,7 +26,7 @@ from ..metrics import build_metric_writer
 from ..recalibration import recalibrate_on_images
 from ..report import write_report
 from .config import regularizers, validate_supervised_cfg
-from .data import SeededLabelledImages, supervised_transform
+from .data import supervised_transform
 from .method import load_init, sandwich_order, train_subnets
 from .optim import build_optimizer, supervised_lr_at
 
@@ -86,7 +87,7 @@ class SupervisedTrainer(ResumableRun):
         self.loader = torch.utils.data.DataLoader(
             SeededLabelledImages(self.train_images, transform), batch_size=self.sampler.batch, sampler=self.sampler,
             num_workers=data.NUM_WORKERS, pin_memory=self.device.type == "cuda", drop_last=True,
-            persistent_workers=data.NUM_WORKERS > 0)
+            persistent_workers=data.NUM_WORKERS > 0, worker_init_fn=ShieldedWorkerInit())
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = cfg.SOLVER.EPOCHS * self.steps_per_epoch
         self.step = 0

@@ -1,0 +1,221 @@
+"""The cluster rehearsed on one machine, in the shipped conditions: the demo recipe's 2 loader workers per rank,
+stop signals delivered as torchrun and Slurm deliver them, two torchrun agents for two nodes.
+
+Each stop ends in the checkpoint of the step the run stopped at (mid-epoch, so it can only come from the signal),
+exit status 75 from the trainer and no traceback but torchrun's own; the same command then resumes to exactly
+the weights of an uninterrupted run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from pretrain.preemption import EXIT_PREEMPTED
+from pretrain_utils import ROOT, assert_equal_states, descendants, tiny_command_args, tiny_data
+
+WORKERS = "2"  # configs/pretrain/demo.yaml's DATA.NUM_WORKERS
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return tiny_data(tmp_path_factory.mktemp("demo"))
+
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))  # the same float math in every run
+
+
+def _args(data_root, output_dir, *overrides):
+    return tiny_command_args(data_root, output_dir, "DATA.NUM_WORKERS", WORKERS, *overrides)
+
+
+def _torchrun(*launcher):
+    return [sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "pretrain"]
+
+
+STANDALONE = ("--standalone", "--nproc_per_node=2")
+
+
+def _run(command, log_path, check=True) -> subprocess.CompletedProcess:
+    with open(log_path, "w") as log:
+        result = subprocess.run(command, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT, timeout=600)
+    if check:
+        assert result.returncode == 0, log_path.read_text()[-4000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def straight(data_root, tmp_path_factory):
+    """Uninterrupted runs on 1 and on 2 ranks: {ranks: output folder}."""
+    folders = {}
+    for ranks, launcher in ((1, [sys.executable, "-m", "pretrain"]), (2, _torchrun(*STANDALONE))):
+        out = tmp_path_factory.mktemp(f"straight{ranks}")
+        _run(launcher + _args(data_root, out), out.parent / f"{out.name}.out")
+        folders[ranks] = out
+    return folders
+
+
+def _wait_until(proc, ready, what):
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        if ready():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the run ended or hung before {what}")
+
+
+def _logged(output_dir, step):
+    metrics = output_dir / "metrics.jsonl"
+    return lambda: metrics.exists() and f'"step": {step},' in metrics.read_text()
+
+
+def _wait_for_step(proc, output_dir, step):
+    _wait_until(proc, _logged(output_dir, step), f"step {step}")
+
+
+def _signalled_run(command, log_path, ready, deliver):
+    """Start ``command``; once ``ready()``, send SIGTERM to ``deliver(its pid)``'s processes.
+    Returns (exit status, output, the processes signalled)."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        _wait_until(proc, ready, "the signal")
+        targets = deliver(proc.pid)
+        for pid in targets:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        status = proc.wait(timeout=120)
+    return status, log_path.read_text(), targets
+
+
+def _checkpoint_steps(output_dir) -> list[int]:
+    return sorted(int(p.stem.split("_")[1]) for p in output_dir.glob("checkpoint_*.pth"))
+
+
+def _assert_stopped_with_checkpoint(output_dir, output: str, ranks: int) -> int:
+    marker = json.loads((output_dir / "stopped.json").read_text())
+    step = marker["step"]
+    assert marker["exit_status"] == EXIT_PREEMPTED and marker["signal"] == "SIGTERM"
+    assert 5 <= step < 12 and step % 4, step  # mid-epoch (4 steps an epoch): the signal's own checkpoint
+    assert _checkpoint_steps(output_dir)[-1] == step
+    log = (output_dir / "log.txt").read_text()
+    assert log.count(f"after step {step}") == ranks and f"Exit status {EXIT_PREEMPTED}" in log  # each rank, one step
+    assert "DataLoader worker" not in output and "Error" not in output.replace("SignalException", "")
+    # the only traceback allowed is torchrun's own SignalException (it exits 1 after a signal)
+    assert output.count("Traceback") == output.count("SignalException: Process"), output[-4000:]
+    return step
+
+
+def _assert_resumes_to_the_straight_run(command, output_dir, straight_dir, step):
+    _run(command, output_dir.parent / f"{output_dir.name}.resumed.out")
+    assert f"resumed from {output_dir / f'checkpoint_{step:08d}.pth'}" in (output_dir / "log.txt").read_text()
+    assert not (output_dir / "stopped.json").exists()
+    a, b = (torch.load(d / "checkpoint_00000012.pth", weights_only=True) for d in (straight_dir, output_dir))
+    for part in ("online", "target", "optimizer", "linear_probe"):
+        assert_equal_states(a[part], b[part], part)
+
+
+def _launcher_only(pid):
+    return [pid]
+
+
+def _every_process(pid):
+    """What Slurm signals: every process of the job step, the launcher, its ranks and their loader workers."""
+    return [pid, *descendants(pid)]
+
+
+@pytest.mark.parametrize("deliver", [_launcher_only, _every_process], ids=["to_torchrun", "to_every_process"])
+def test_sigterm_to_a_two_rank_torchrun_with_loader_workers_checkpoints_and_resumes_exactly(
+        data_root, straight, tmp_path, deliver):
+    out = tmp_path / "run"
+    command = _torchrun(*STANDALONE) + _args(data_root, out)
+    status, output, targets = _signalled_run(command, tmp_path / "run.out", _logged(out, 5), deliver)
+    assert deliver is _launcher_only or len(targets) >= 1 + 2 + 2 * int(WORKERS)  # torchrun, ranks, workers
+    assert status == 1  # torchrun's own status after a signal; the ranks returned 75 (the marker says so)
+    step = _assert_stopped_with_checkpoint(out, output, ranks=2)
+    _assert_resumes_to_the_straight_run(command, out, straight[2], step)
+
+
+def test_sigterm_to_one_process_and_its_loader_workers_checkpoints_and_resumes_exactly(data_root, straight, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "pretrain"] + _args(data_root, out)
+    status, output, targets = _signalled_run(command, tmp_path / "run.out", _logged(out, 5), _every_process)
+    assert len(targets) == 1 + int(WORKERS) and status == EXIT_PREEMPTED
+    step = _assert_stopped_with_checkpoint(out, output, ranks=1)
+    _assert_resumes_to_the_straight_run(command, out, straight[1], step)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_torchrun_agents_survive_a_killed_rank_and_finish_from_the_last_checkpoint(data_root, straight, tmp_path):
+    """Two nodes on one machine: c10d rendezvous on localhost, one rank each, one restart allowed; kill -9 of one
+    rank mid-run makes both agents restart their ranks, which resume from the newest checkpoint."""
+    out = tmp_path / "run"
+    launcher = ("--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d", f"--rdzv_endpoint=localhost:{_free_port()}",
+                "--rdzv_id=rehearsal", "--max-restarts=1", "--monitor-interval=0.5")
+    command = _torchrun(*launcher) + _args(data_root, out, "CHECKPOINT.PERIOD", "2", "DIST.TIMEOUT_MINUTES", "1.0")
+    logs = [open(tmp_path / f"agent{i}.out", "w") for i in range(2)]
+    agents = [subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT) for log in logs]
+    try:
+        _wait_for_step(agents[1], out, 6)
+        ranks = [pid for pid in descendants(agents[1].pid, depth=1)]
+        assert len(ranks) == 1
+        os.kill(ranks[0], signal.SIGKILL)
+        statuses = [agent.wait(timeout=400) for agent in agents]
+    finally:
+        for agent in agents:
+            if agent.poll() is None:
+                agent.kill()
+        for log in logs:
+            log.close()
+    outputs = [(tmp_path / f"agent{i}.out").read_text() for i in range(2)]
+    assert statuses == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    log = (out / "log.txt").read_text()
+    resumed = [line for line in log.splitlines() if "resumed from" in line]
+    assert len(resumed) == 2, log[-3000:]  # both restarted ranks, from the same checkpoint
+    assert len({line.split("resumed from ")[1] for line in resumed}) == 1
+    a, b = (torch.load(d / "checkpoint_00000012.pth", weights_only=True) for d in (straight[2], out))
+    for part in ("online", "target", "optimizer", "linear_probe"):
+        assert_equal_states(a[part], b[part], part)
+
+
+def _linear_eval(straight, data_root, out):
+    """python -m pretrain.eval, the linear protocol on one DN of the straight run, 5 epochs of 4 steps."""
+    return [sys.executable, "-m", "pretrain.eval", "--config-file", "configs/eval/linear.yaml", "PRETRAINED",
+            str(straight[1] / "checkpoint_00000012.pth"), "DNS", "mbv3_w0.75", "DATA.ROOT", str(data_root),
+            "DATA.RESOLUTION", "32", "DATA.NUM_WORKERS", WORKERS, "TRAIN.BATCH_SIZE", "16", "TRAIN.EPOCHS", "5",
+            "BN_RECALIBRATION.BATCHES", "2", "OUTPUT_DIR", str(out)]
+
+
+def test_sigterm_to_the_linear_evaluation_checkpoints_its_step_and_resumes_exactly(data_root, straight, tmp_path):
+    uninterrupted, out = tmp_path / "straight", tmp_path / "run"
+    _run(_linear_eval(straight, data_root, uninterrupted), tmp_path / "straight.out")
+    state_path = out / "DSPNet" / "mbv3_w0.75" / "train_state.pth"
+    status, output, targets = _signalled_run(_linear_eval(straight, data_root, out), tmp_path / "run.out",
+                                             state_path.exists, _every_process)
+    assert status == EXIT_PREEMPTED and len(targets) == 1 + int(WORKERS), output[-3000:]
+    assert "Traceback" not in output and "DataLoader worker" not in output
+    marker = json.loads((out / "stopped.json").read_text())
+    state = torch.load(state_path, weights_only=True)
+    assert marker["step"] == state["epoch"] * 4 + state["batch"] and 4 < marker["step"] < 20
+    assert f"stopped by SIGTERM after DSPNet mbv3_w0.75 step {state['batch']} of epoch {state['epoch'] + 1}" in output \
+        or state["batch"] == 0  # a stop at an epoch's last step is that epoch's checkpoint
+
+    _run(_linear_eval(straight, data_root, out), tmp_path / "resumed.out")
+    a, b = (torch.load(d / "DSPNet" / "mbv3_w0.75" / "train_state.pth", weights_only=True) for d in (uninterrupted, out))
+    assert a["epoch"] == b["epoch"] == 5
+    assert_equal_states(a["model"], b["model"], "model")
+    results = [json.loads((d / "results.json").read_text())["results"][0] for d in (uninterrupted, out)]
+    assert results[0]["top1"] == results[1]["top1"] and not (out / "stopped.json").exists()
