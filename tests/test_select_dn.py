@@ -95,14 +95,36 @@ def test_measurements_are_interleaved_and_cached(tmp_path, capsys):
     assert rows["mbv3_w0.5"]["params"] < rows["mbv3_w1.0"]["params"] and rows["mbv3_w0.5"]["memory_mb"] > 0
     assert all(r["pareto"] for r in first.rows)  # faster means smaller here: every DN is on the front
 
+    assert not any(r["cached"] for r in first.rows)
+
     again = FakeClock()  # a new budget: nothing measured again
     second = select_dn("mbv3_s3", tmp_path, budget=Budget(latency_ms=7), settings=LOW_RES, timer=again,
                        memory=lambda *a: pytest.fail("memory measured again"))
     assert again.calls == [] and second.choice.dn == "mbv3_w0.75"
     assert "3 of 3 DNs from the cache" in capsys.readouterr().out
+    assert all(r["cached"] for r in second.rows)
+    measured_on = second.rows[0]["measured"][:10]
+    assert f"| yes | {measured_on} |" in (tmp_path / "dn_selection.md").read_text()  # the rows from the cache
     select_dn("mbv3_s3", tmp_path, settings=Settings(resolution=32, threads=1, batch=2, warmup=0, repeats=1),
               timer=again, memory=fake_memory)  # another batch is another measurement
     assert again.calls == ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w1.0"]
+
+
+def test_a_measurement_of_other_rounds_is_no_cache_hit(tmp_path):
+    select_dn("mbv3_s3", tmp_path, settings=LOW_RES, timer=FakeClock(), memory=fake_memory)  # 3 timed rounds
+    clock = FakeClock()
+    more = select_dn("mbv3_s3", tmp_path, settings=Settings(resolution=32, threads=1, warmup=0, repeats=5),
+                     timer=clock, memory=fake_memory)
+    assert clock.calls == ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w1.0"] * 5
+    assert all(len(r["samples_ms"]) == 5 and not r["cached"] for r in more.rows)
+    assert "median of 5 rounds" in (tmp_path / "dn_selection.md").read_text()
+    clock = FakeClock()
+    warmed = select_dn("mbv3_s3", tmp_path, settings=Settings(resolution=32, threads=1, warmup=1, repeats=5),
+                       timer=clock, memory=fake_memory)  # the warm-up counts too: a cold first round is no figure
+    assert len(clock.calls) == 15 and not any(r["cached"] for r in warmed.rows)
+    again = select_dn("mbv3_s3", tmp_path, settings=LOW_RES, timer=lambda *a: pytest.fail("measured again"),
+                      memory=fake_memory)
+    assert all(r["cached"] and len(r["samples_ms"]) == 3 for r in again.rows)
 
 
 def test_join_with_the_demo_evaluation_results(tmp_path):
@@ -193,10 +215,10 @@ def test_end_to_end_on_exported_dns_writes_the_table_plot_and_a_checked_onnx(exp
 
 @pytest.fixture(scope="module")
 def fake_cache(tmp_path_factory):
-    """The measurement cache of mbv3_s3 at 32 px as the tool's defaults key it (warm-up rounds are no part of
-    the key), filled by the fake clock."""
+    """The measurement cache of mbv3_s3 at 32 px as the tool's defaults key it (3 warm-up and 20 timed rounds),
+    filled by the fake clock."""
     out = tmp_path_factory.mktemp("fake_cache")
-    select_dn("mbv3_s3", out, settings=Settings(resolution=32, warmup=0), timer=FakeClock(), memory=fake_memory)
+    select_dn("mbv3_s3", out, settings=Settings(resolution=32), timer=FakeClock(), memory=fake_memory)
     return out / CACHE_FILE
 
 

@@ -14,8 +14,8 @@ metric is an accuracy column; --rank-by picks the column to maximise (default: t
 results, the largest DN (FLOPs) within budget is chosen.
 
 Writes OUT/dn_selection.{md,csv,json,png}; the measurements are cached in OUT/dn_measurements.json per
-(machine, device, runtime, threads, batch, resolution, DN), so a rerun or a new budget measures nothing
-again (--remeasure does). --export writes the chosen DN with tools/export_dn.py, whose parity check runs
+(machine, device, runtime, threads, batch, resolution, warm-up and timed rounds, DN), so a rerun or a new
+budget measures nothing again (--remeasure does); the table marks the rows that came from the cache. --export writes the chosen DN with tools/export_dn.py, whose parity check runs
 (to --export-file, default OUT/<dn>.<onnx|pt|pt2>).
 """
 import argparse

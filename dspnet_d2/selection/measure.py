@@ -1,5 +1,5 @@
 """Latency and peak memory of deployed DNs on this machine, cached per (machine, device, runtime, threads,
-batch, resolution, DN).
+batch, resolution, warm-up and timed rounds, DN).
 
 Each DN runs as the chosen runtime runs it: PyTorch eager (the static torchvision network), TorchScript
 (traced) or ONNX Runtime (the dynamo export, CPU). All DNs are timed in interleaved rounds after a
@@ -41,7 +41,8 @@ MMAP_THRESHOLD = "131072"  # bytes: glibc serves larger blocks with mmap and unm
 
 @dataclass(frozen=True)
 class Settings:
-    """How the DNs are run and timed; every field but ``warmup`` and ``repeats`` is part of the cache key."""
+    """How the DNs are run and timed; every field is part of the cache key (a median of 3 rounds is no median
+    of 100)."""
 
     runtime: str = "eager"  # eager | torchscript | onnxruntime
     device: str = "cpu"  # cpu | cuda (ONNX Runtime: cpu)
@@ -260,8 +261,8 @@ def _cache_key(settings: Settings, dn: str, params: int, resolution: int) -> str
     """The parameter count tells a DN with a classifier from one without."""
     parts = {"machine": machine_name(settings.device), "device": settings.device, "runtime": settings.runtime,
              "version": runtime_version(settings.runtime), "threads": settings.threads, "batch": settings.batch,
-             "resolution": resolution, "amp": settings.amp, "channels_last": settings.channels_last, "dn": dn,
-             "params": params}
+             "resolution": resolution, "amp": settings.amp, "channels_last": settings.channels_last,
+             "warmup": settings.warmup, "repeats": settings.repeats, "dn": dn, "params": params}
     return "|".join(f"{k}={v}" for k, v in parts.items())
 
 
@@ -287,9 +288,9 @@ def _write_cache(path: str, entries: dict) -> None:
 def measure(models: dict[str, nn.Module], settings: Settings, cache_dir: str, timer=wall_clock, memory=peak_memory,
             remeasure: bool = False, log: Callable[[str], None] = print) -> dict[str, dict]:
     """FLOPs, params, latency (median, quartiles, every round) and peak memory of each DN of ``models``
-    (DN string -> static network), from ``cache_dir``'s cache where it has them (unless ``remeasure``),
-    else measured here and added to it. ``timer`` and ``memory`` replace the clock and the memory probe
-    (tests)."""
+    (DN string -> static network), from ``cache_dir``'s cache where it has them (unless ``remeasure``;
+    ``cached`` True), else measured here and added to it. ``timer`` and ``memory`` replace the clock and the
+    memory probe (tests)."""
     settings = settings.resolved()
     os.makedirs(cache_dir, exist_ok=True)
     cache_path = os.path.join(cache_dir, CACHE_FILE)
@@ -314,7 +315,8 @@ def measure(models: dict[str, nn.Module], settings: Settings, cache_dir: str, ti
             _write_cache(cache_path, cache)
     finally:
         torch.set_num_threads(threads)
-    return {dn: cache[keys[dn]] for dn in models}
+    measured = {dn for dns in todo.values() for dn in dns}
+    return {dn: {**cache[keys[dn]], "cached": dn not in measured} for dn in models}
 
 
 def _measure_group(models: dict[str, nn.Module], settings: Settings, resolution: int, timer, memory) -> dict[str, dict]:

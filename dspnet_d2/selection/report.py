@@ -12,7 +12,7 @@ from .choose import SIZE, pareto_front
 __all__ = ["write_selection"]
 
 FIELDS = ("dn", "flops", "params", "resolution", "latency_ms", "latency_q1_ms", "latency_q3_ms", "memory_mb")
-FLAGS = ("pareto", "within_budget", "chosen", "weights", "measured")
+FLAGS = ("pareto", "within_budget", "chosen", "weights", "measured", "cached")
 
 
 def write_selection(selection, output_dir: str, measured: str, memory: str) -> dict[str, str]:
@@ -47,14 +47,15 @@ def markdown(s, measured: str, memory: str) -> str:
              "", *[f"{note}." for note in s.notes], f"**Chosen: {s.choice.reason}.**" if s.choice else
              "**No DN meets the budget.**", "",
              "| DN | GFLOPs | params (M) | latency ms | q1-q3 ms | memory MB | " + "".join(f"{c} | " for c in s.columns)
-             + "Pareto | within budget |",
-             "|---|---:|---:|---:|---:|---:|" + "---:|" * len(s.columns) + "---|---|"]
+             + "Pareto | within budget | from cache |",
+             "|---|---:|---:|---:|---:|---:|" + "---:|" * len(s.columns) + "---|---|---|"]
     for r in s.rows:
         dn = f"**{r['dn']}** (chosen)" if r["chosen"] else r["dn"]
         accuracies = "".join(f"{r[c]:.2f} | " if r.get(c) is not None else "| " for c in s.columns)
         lines.append(f"| {dn} | {r['flops'] / 1e9:.3f} | {r['params'] / 1e6:.2f} | {r['latency_ms']:.1f} | "
                      f"{r['latency_q1_ms']:.1f}-{r['latency_q3_ms']:.1f} | {r['memory_mb']:.0f} | {accuracies}"
-                     f"{'yes' if r['pareto'] else ''} | {'yes' if r['within_budget'] else 'no'} |")
+                     f"{'yes' if r['pareto'] else ''} | {'yes' if r['within_budget'] else 'no'} | "
+                     f"{r['measured'][:10] if r['cached'] else ''} |")
     return "\n".join(lines) + "\n"
 
 
