@@ -14,6 +14,7 @@ parent, and the loader then fails the step with "DataLoader worker ... is killed
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import threading
@@ -24,7 +25,7 @@ import torch.distributed as dist
 
 from .errors import InvalidInputError
 
-__all__ = ["EXIT_PREEMPTED", "DEFAULT_STOP_SIGNALS", "Preempted", "StopSignals", "parse_signals", "SHIELDED_SIGNALS", "ShieldedWorkerInit",
+__all__ = ["EXIT_PREEMPTED", "DEFAULT_STOP_SIGNALS", "Preempted", "StopSignals", "parse_signals", "SHIELDED_SIGNALS", "ShieldedWorkerInit", "ForwardToChildren",
            "shield_worker", "STOP_MARKER", "write_stop_marker", "clear_stop_marker"]
 
 # sysexits.h's EX_TEMPFAIL, "a temporary failure; the user is invited to retry": the checkpoint of the step
@@ -129,6 +130,22 @@ class StopSignals(SignalHandlers):
         flag = torch.tensor([self.requested is not None], dtype=torch.int32, device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return (self.requested or "a signal on another rank") if flag.item() else None
+
+
+class ForwardToChildren(SignalHandlers):
+    """While active, a stop signal this process receives is passed on as SIGTERM to its multiprocessing children:
+    a launcher that spawned its ranks (detectron2's ``launch``) and only waits for them. ``signalled``: the
+    first signal's name."""
+
+    signalled: str | None = None
+
+    def _on_signal(self, signum, frame) -> None:
+        self.signalled = self.signalled or signal.Signals(signum).name
+        for child in multiprocessing.active_children():
+            try:
+                os.kill(child.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
 
 def shield_worker() -> None:

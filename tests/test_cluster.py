@@ -63,7 +63,7 @@ def straight(data_root, tmp_path_factory):
 def _wait_until(proc, ready, what):
     deadline = time.time() + 300
     while proc.poll() is None and time.time() < deadline:
-        if ready():
+        if ready(proc.pid):
             return
         time.sleep(0.02)
     raise AssertionError(f"the run ended or hung before {what}")
@@ -71,7 +71,7 @@ def _wait_until(proc, ready, what):
 
 def _logged(output_dir, step):
     metrics = output_dir / "metrics.jsonl"
-    return lambda: metrics.exists() and f'"step": {step},' in metrics.read_text()
+    return lambda pid: metrics.exists() and f'"step": {step},' in metrics.read_text()
 
 
 def _wait_for_step(proc, output_dir, step):
@@ -79,7 +79,7 @@ def _wait_for_step(proc, output_dir, step):
 
 
 def _signalled_run(command, log_path, ready, deliver):
-    """Start ``command``; once ``ready()``, send SIGTERM to ``deliver(its pid)``'s processes.
+    """Start ``command``; once ``ready(its pid)``, send SIGTERM to ``deliver(its pid)``'s processes.
     Returns (exit status, output, the processes signalled)."""
     with open(log_path, "w") as log:
         proc = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
@@ -203,8 +203,11 @@ def test_sigterm_to_the_linear_evaluation_checkpoints_its_step_and_resumes_exact
     uninterrupted, out = tmp_path / "straight", tmp_path / "run"
     _run(_linear_eval(straight, data_root, uninterrupted), tmp_path / "straight.out")
     state_path = out / "DSPNet" / "mbv3_w0.75" / "train_state.pth"
-    status, output, targets = _signalled_run(_linear_eval(straight, data_root, out), tmp_path / "run.out",
-                                             state_path.exists, _every_process)
+    def ready(pid):  # an epoch done, and the loader workers up
+        return state_path.exists() and len(descendants(pid)) == int(WORKERS)
+
+    status, output, targets = _signalled_run(_linear_eval(straight, data_root, out), tmp_path / "run.out", ready,
+                                             _every_process)
     assert status == EXIT_PREEMPTED and len(targets) == 1 + int(WORKERS), output[-3000:]
     assert "Traceback" not in output and "DataLoader worker" not in output
     marker = json.loads((out / "stopped.json").read_text())
@@ -219,3 +222,41 @@ def test_sigterm_to_the_linear_evaluation_checkpoints_its_step_and_resumes_exact
     assert_equal_states(a["model"], b["model"], "model")
     results = [json.loads((d / "results.json").read_text())["results"][0] for d in (uninterrupted, out)]
     assert results[0]["top1"] == results[1]["top1"] and not (out / "stopped.json").exists()
+
+
+@pytest.fixture(scope="module")
+def coco_root(tmp_path_factory):
+    from dspnet_d2.demo_data import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("coco"), image_size=32, train_per_class=2, val_per_class=1,
+                             coco_train_images=6, coco_val_images=1)
+
+
+def _train_net(coco_root, out):
+    """tools/train_net.py on the demo Mask R-CNN, 12 iterations of 2 images, 2 loader workers, a checkpoint
+    every 3 iterations."""
+    return [sys.executable, "tools/train_net.py", "--config-file", "configs/detection/mask_rcnn_demo.yaml",
+            "--demo-root", str(coco_root), "--resume", "SOLVER.MAX_ITER", "12", "SOLVER.STEPS", "(8,)",
+            "SOLVER.WARMUP_ITERS", "2", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.CHECKPOINT_PERIOD", "3",
+            "DATALOADER.NUM_WORKERS", WORKERS, "SEED", "3", "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", str(out)]
+
+
+def test_sigterm_to_detectron2_training_checkpoints_its_iteration_and_resumes_exactly(coco_root, tmp_path):
+    pytest.importorskip("detectron2")
+    uninterrupted, out = tmp_path / "straight", tmp_path / "run"
+    _run(_train_net(coco_root, uninterrupted), tmp_path / "straight.out")
+
+    def ready(pid):  # a periodic checkpoint written, and the loader workers up
+        return (out / "model_0000002.pth").exists() and len(descendants(pid)) == int(WORKERS)
+
+    status, output, targets = _signalled_run(_train_net(coco_root, out), tmp_path / "run.out", ready, _every_process)
+    assert status == EXIT_PREEMPTED and len(targets) == 1 + int(WORKERS), output[-3000:]
+    assert "Traceback" not in output and "DataLoader worker" not in output
+    stopped = json.loads((out / "stopped.json").read_text())["step"]  # iterations done
+    assert 3 <= stopped < 12 and (out / f"model_{stopped - 1:07d}.pth").exists()
+    assert (out / "last_checkpoint").read_text().strip() == f"model_{stopped - 1:07d}.pth"
+
+    _run(_train_net(coco_root, out), tmp_path / "resumed.out")
+    assert f"Starting training from iteration {stopped}" in (tmp_path / "resumed.out").read_text()
+    a, b = (torch.load(d / "model_final.pth", weights_only=True) for d in (uninterrupted, out))
+    assert_equal_states(a["model"], b["model"], "model")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import weakref
+
+import torch
 from pathlib import Path
 
 from . import require_detectron2
@@ -18,8 +21,11 @@ from detectron2.evaluation import COCOEvaluator  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
 from ..errors import MissingFileError  # noqa: E402
+from ..stopping import (DEFAULT_STOP_SIGNALS, EXIT_PREEMPTED, ForwardToChildren, Preempted, StopSignals,  # noqa: E402
+                        clear_stop_marker, write_stop_marker)
 from .checkpoint import DSPNetCheckpointer  # noqa: E402
 from .config import add_dspnet_config  # noqa: E402
+from .data import build_resumable_train_loader  # noqa: E402
 
 __all__ = ["Trainer", "register_demo", "load_config", "setup", "main", "argument_parser", "run"]
 
@@ -27,14 +33,64 @@ DEMO_DATASETS = ("dspnet_demo_train", "dspnet_demo_val")
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer whose checkpointer can slice a DN out of a supernet .pkl."""
+    """DefaultTrainer whose checkpointer can slice a DN out of a supernet .pkl, whose batches resume exactly at
+    any iteration (``build_resumable_train_loader``; the checkpoints keep the generator that samples proposals),
+    and which stops on a signal with the checkpoint of that iteration (``StopHook``)."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, stop: StopSignals | None = None):
         super().__init__(cfg)
         self.checkpointer = DSPNetCheckpointer(self.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         for hook in self._hooks:
             if isinstance(hook, hooks.PeriodicCheckpointer):
                 hook.checkpointer = self.checkpointer
+        if stop is not None:
+            self.register_hooks([StopHook(stop, cfg.OUTPUT_DIR)])
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_resumable_train_loader(cfg)
+
+    def resume_or_load(self, resume=True):
+        super().resume_or_load(resume=resume)
+        self._trainer.data_loader.batch_sampler.start_iter = self.start_iter
+
+    def state_dict(self):
+        return {**super().state_dict(), "rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "rng" in state_dict:
+            torch.set_rng_state(state_dict["rng"])
+
+
+class TrainingStopped(BaseException):
+    """Ends detectron2's loop from a hook: not an ``Exception``, which the loop would log with a traceback."""
+
+    def __init__(self, preempted: Preempted):
+        super().__init__(str(preempted))
+        self.preempted = preempted
+
+
+class StopHook(hooks.HookBase):
+    """After each iteration: when a stop signal reached any rank, the checkpoint of this iteration (``--resume``
+    continues with the next one), ``stopped.json`` and ``TrainingStopped``."""
+
+    def __init__(self, stop: StopSignals, output_dir: str):
+        self.stop, self.output_dir = stop, output_dir
+
+    def after_step(self):
+        device = next(self.trainer.model.parameters()).device
+        signal_name = self.stop.agreed(comm.get_world_size(), device if device.type == "cuda" else torch.device("cpu"))
+        if not signal_name:
+            return
+        iteration = self.trainer.iter
+        self.trainer.checkpointer.save(f"model_{iteration:07d}", iteration=iteration)
+        stopped = Preempted(signal_name, iteration + 1, self.output_dir, self.stop.seconds_since(),
+                            where=f"iteration {iteration + 1} of {self.trainer.max_iter}")
+        if comm.is_main_process():
+            write_stop_marker(self.output_dir, stopped)
+        comm.synchronize()
+        raise TrainingStopped(stopped)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -85,9 +141,15 @@ def main(args) -> dict:
         DSPNetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
     else:
-        trainer = Trainer(cfg)
-        trainer.resume_or_load(resume=args.resume)
-        trainer.train()
+        if comm.is_main_process():
+            clear_stop_marker(cfg.OUTPUT_DIR)
+        with StopSignals(DEFAULT_STOP_SIGNALS) as stop:
+            trainer = Trainer(cfg, stop)
+            trainer.resume_or_load(resume=args.resume)
+            try:
+                trainer.train()
+            except TrainingStopped as stopped:
+                raise stopped.preempted from None
         # the EvalHook evaluated the final model already (DefaultTrainer keeps its results there)
         results = getattr(trainer, "_last_eval_results", None) or Trainer.test(cfg, trainer.model)
     if comm.is_main_process():
@@ -109,5 +171,28 @@ def run(args) -> None:
     # checked before the workers start, each of which would fail on it with a traceback
     if not os.path.isfile(args.config_file):
         raise MissingFileError(f"config file {args.config_file!r} does not exist")
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    if args.num_gpus * args.num_machines == 1:
+        main(args)  # here: a stop signal's Preempted reaches the command's exit status 75
+        return
+    from torch.multiprocessing import ProcessExitedException
+
+    # this process only waits for the ranks it spawned: a stop signal is passed on to them, and their
+    # status 75 (each wrote the checkpoint of the iteration they stopped at) becomes this command's
+    with ForwardToChildren(DEFAULT_STOP_SIGNALS) as forwarded:
+        try:
+            launch(_rank_main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+                   dist_url=args.dist_url, args=(args,))
+        except ProcessExitedException as err:
+            if err.exit_code != EXIT_PREEMPTED:
+                raise
+            raise Preempted(forwarded.signalled or "a signal", -1, load_config(args.config_file, args.opts).OUTPUT_DIR,
+                            where="the iteration each rank had reached") from None
+
+
+def _rank_main(args) -> None:
+    """``main`` in a spawned rank: a stop ends it with status 75 and one line, not a traceback for the launcher."""
+    try:
+        main(args)
+    except Preempted as stop:
+        print(f"stopped: {stop}", file=sys.stderr)
+        sys.exit(EXIT_PREEMPTED)

@@ -9,6 +9,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from dspnet_d2.stopping import Preempted, StopSignals
 from dspnet_d2.weights import save_atomic
 
 from ..distributed import is_main_process, world_size
@@ -54,19 +55,21 @@ def _lr_factor(cfg, progress: float) -> float:
 
 
 def train_classifier(model: Classifier, train_loader, val_loader, cfg, device: torch.device, state_path: str,
-                     desc: str = "train") -> dict[str, float]:
-    """SGD with per-step schedule; resumes from ``state_path`` (written atomically every epoch)."""
+                     desc: str = "train", stop: StopSignals | None = None) -> dict[str, float]:
+    """SGD with per-step schedule on the batches of ``train_loader`` (its sampler a ``ResumableSampler``);
+    resumes from ``state_path``, written atomically at every epoch's end and at the step a ``stop`` signal
+    ends (then ``Preempted`` is raised: the same command continues from that step)."""
     groups = [{"params": model.head.parameters(), "lr": cfg.TRAIN.LR, "base_lr": cfg.TRAIN.LR}]
     if not model.frozen:
         groups.append({"params": model.encoder.parameters(), "lr": cfg.TRAIN.BACKBONE_LR,
                        "base_lr": cfg.TRAIN.BACKBONE_LR})
     optimizer = torch.optim.SGD(groups, momentum=cfg.TRAIN.MOMENTUM, weight_decay=cfg.TRAIN.WEIGHT_DECAY)
-    start_epoch = 0
+    start_epoch, start_batch = 0, 0
     if os.path.exists(state_path):
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        start_epoch = state["epoch"]
+        start_epoch, start_batch = state["epoch"], state.get("batch", 0)
     world = world_size()
     trained = model
     if world > 1:
@@ -74,13 +77,23 @@ def train_classifier(model: Classifier, train_loader, val_loader, cfg, device: t
                                                       else None)
     main = is_main_process()
     criterion = nn.CrossEntropyLoss()
-    steps = len(train_loader)
+    sampler = train_loader.sampler
+    steps = sampler.steps_per_epoch
+
+    def save(epoch: int, batch: int) -> None:
+        if main:
+            save_atomic({"epoch": epoch, "batch": batch, "model": model.state_dict(),
+                         "optimizer": optimizer.state_dict()}, state_path)
+        if world > 1:
+            dist.barrier()
+
     for epoch in range(start_epoch, cfg.TRAIN.EPOCHS):
-        if hasattr(train_loader.sampler, "set_epoch"):
-            train_loader.sampler.set_epoch(epoch)
+        first = start_batch if epoch == start_epoch else 0
+        sampler.set_epoch(epoch, first)
         trained.train()
-        bar = tqdm(train_loader, desc=f"{desc} epoch {epoch + 1}/{cfg.TRAIN.EPOCHS}", disable=not main, leave=False)
-        for i, (x, y, _) in enumerate(bar):
+        bar = tqdm(train_loader, desc=f"{desc} epoch {epoch + 1}/{cfg.TRAIN.EPOCHS}", disable=not main, leave=False,
+                   initial=first, total=steps)
+        for i, (x, y, _) in enumerate(bar, start=first):
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * _lr_factor(cfg, epoch + i / steps)
             loss = criterion(trained(x.to(device, non_blocking=True)), y.to(device, non_blocking=True))
@@ -88,9 +101,10 @@ def train_classifier(model: Classifier, train_loader, val_loader, cfg, device: t
             loss.backward()
             optimizer.step()
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        if main:
-            save_atomic({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict()},
-                        state_path)
-        if world > 1:
-            dist.barrier()
+            signal_name = stop.agreed(world, device) if stop is not None else None
+            if signal_name:
+                save(*((epoch + 1, 0) if i + 1 == steps else (epoch, i + 1)))
+                raise Preempted(signal_name, epoch * steps + i + 1, os.path.dirname(state_path), stop.seconds_since(),
+                                where=f"{desc} step {i + 1} of epoch {epoch + 1}")
+        save(epoch + 1, 0)
     return evaluate_classifier(model, val_loader, device)

@@ -8,13 +8,17 @@ import statistics
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import DataLoader
 
 from dspnet_d2.complexity import dn_complexity
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.families import build_static_dn
+from dspnet_d2.stopping import (DEFAULT_STOP_SIGNALS, Preempted, ShieldedWorkerInit, StopSignals, clear_stop_marker,
+                               write_stop_marker)
 from dspnet_d2.weights import read_weights
 
-from ..folder import ImageFolderIO, LabelledImages
+from ..folder import ImageFolderIO, LabelledImages, SeededLabelledImages
+from ..sampler import ResumableSampler
 from ..transforms import eval_transform
 from ..recalibration import recalibrate_on_images
 from ..distributed import setup_distributed
@@ -88,7 +92,23 @@ class Evaluation:
         return weights.model(dn)[0].train()  # as built: the protocol sets the modes it needs
 
     def run(self) -> list[dict]:
-        results = [self.evaluate(series, weights, dn) for series, weights, dn in self.jobs]
+        """Every job in turn. A stop signal ends the run after the classifier step it came in (with that step's
+        checkpoint) or before the next DN, raising ``Preempted``; the same command resumes."""
+        results = []
+        if self.main:
+            clear_stop_marker(self.cfg.OUTPUT_DIR)
+        with StopSignals(DEFAULT_STOP_SIGNALS) as self.stop:
+            try:
+                for number, (series, weights, dn) in enumerate(self.jobs):
+                    signal_name = self.stop.agreed(self.world, self.device)
+                    if signal_name:
+                        raise Preempted(signal_name, number, self.cfg.OUTPUT_DIR, self.stop.seconds_since(),
+                                        where=f"{number} of {len(self.jobs)} evaluations")
+                    results.append(self.evaluate(series, weights, dn))
+            except Preempted as stopped:
+                if self.main:
+                    write_stop_marker(self.cfg.OUTPUT_DIR, stopped)
+                raise
         if self.main:
             title = (f"{self.cfg.PROTOCOL} on {self.cfg.DATA.ROOT}, {self.resolution} px, BN recalibration "
                      f"{'on' if self.cfg.BN_RECALIBRATION.ENABLED else 'off'}")
@@ -121,14 +141,24 @@ class Evaluation:
         else:
             frozen = cfg.TRAIN.BACKBONE_LR == 0
             feature_dim = _feature_dim(model, self.device)
+            torch.manual_seed(cfg.SEED)  # the head's initial weights: a rerun (or a resumed run) starts from the same
             classifier = Classifier(model, feature_dim, num_classes, cfg.TRAIN.HEAD_BN, frozen).to(self.device)
             augment = train_transform(self.resolution, *norm, cfg.DATA.CROP_SCALE)
-            train_set = LabelledImages(self.train_images, augment, self.subset)
-            train_loader = make_loader(train_set, cfg.TRAIN.BATCH_SIZE, cfg.DATA.NUM_WORKERS, shuffle=True,
-                                       seed=cfg.SEED, drop_last=len(train_set) > cfg.TRAIN.BATCH_SIZE)
-            accuracy = train_classifier(classifier, train_loader, val_loader, cfg, self.device,
-                                        os.path.join(folder, "train_state.pth"), desc=tag)
+            accuracy = train_classifier(classifier, self.train_loader(augment), val_loader, cfg, self.device,
+                                        os.path.join(folder, "train_state.pth"), desc=tag, stop=self.stop)
         return accuracy
+
+    def train_loader(self, augment) -> DataLoader:
+        """The classifier's batches: shuffled per epoch, split across ranks, seeded per image and resumable at
+        any step (``ResumableSampler``); the epoch's tail that fills no global batch is dropped, and a set smaller
+        than one batch is one batch."""
+        train_set = SeededLabelledImages(self.train_images, augment, self.subset)
+        batch = min(self.cfg.TRAIN.BATCH_SIZE, len(train_set) // self.world * self.world)
+        sampler = ResumableSampler(len(train_set), batch, self.rank, self.world, self.cfg.SEED)
+        workers = self.cfg.DATA.NUM_WORKERS
+        return DataLoader(train_set, batch_size=sampler.batch, sampler=sampler, num_workers=workers,
+                          pin_memory=self.device.type == "cuda", worker_init_fn=ShieldedWorkerInit(),
+                          persistent_workers=workers > 0)
 
     def evaluate(self, series: str, weights, dn) -> dict:
         cfg = self.cfg
