@@ -131,7 +131,7 @@ def test_join_with_the_demo_evaluation_results(tmp_path):
     columns, table = read_accuracies([str(DEMO_RESULTS)])
     assert columns == ["DSPNet knn top-1", "initial weights knn top-1", "random init knn top-1"]
     expected = {r["dn"]: r["top1"] for r in json.loads(DEMO_RESULTS.read_text())["results"] if r["series"] == "DSPNet"}
-    assert {dn: values["DSPNet knn top-1"] for dn, values in table.items()} == expected
+    assert {dn: values["DSPNet knn top-1"] for dn, values in table.items()} == {dn: {32: v} for dn, v in expected.items()}
 
     detection = tmp_path / "ap" / "detection.csv"  # tools/report.py's columns
     detection.parent.mkdir()
@@ -145,7 +145,7 @@ def test_join_with_the_demo_evaluation_results(tmp_path):
     copy.write_text(DEMO_RESULTS.read_text())
     columns, table = read_accuracies([str(DEMO_RESULTS), str(detection.parent), str(copy)])
     assert columns[3:6] == ["DSPNet AP^bb", "DSPNet AP^mk", "DSPNet knn top-1 [again]"]
-    assert table["mbv3_w0.5"]["DSPNet AP^mk"] == 32.4 and "DSPNet AP^bb" not in table["mbv3_w1.0"]
+    assert table["mbv3_w0.5"]["DSPNet AP^mk"] == {None: 32.4} and "DSPNet AP^bb" not in table["mbv3_w1.0"]
 
     best = max(expected, key=expected.get)
     selection = select_dn("mbv3_s3", tmp_path / "out", results=[str(DEMO_RESULTS)], settings=LOW_RES,
@@ -156,6 +156,41 @@ def test_join_with_the_demo_evaluation_results(tmp_path):
     assert by_size.choice.dn == "mbv3_w0.5"
     table_md = (tmp_path / "out" / "dn_selection.md").read_text()
     assert "| random init knn top-1 |" in table_md and "Ranked by random init knn top-1" in table_md
+
+
+def results_at(path, resolutions: dict[str, int]) -> str:
+    """The demo results.json with its DSPNet results of the DNs of ``resolutions`` only, each evaluated at its
+    resolution there."""
+    results = [{**r, "resolution": resolutions[r["dn"]]} for r in json.loads(DEMO_RESULTS.read_text())["results"]
+               if r["series"] == "DSPNet" and r["dn"] in resolutions]
+    path.write_text(json.dumps({"results": results}))
+    return str(path)
+
+
+def test_accuracies_join_at_the_resolution_the_dns_are_measured_at(tmp_path):
+    top1 = {r["dn"]: r["top1"] for r in json.loads(DEMO_RESULTS.read_text())["results"] if r["series"] == "DSPNet"}
+    results = results_at(tmp_path / "results.json", {"mbv3_w0.5": 32, "mbv3_w1.0": 64})  # mbv3_w0.75: none
+    selection = select_dn("mbv3_s3", tmp_path / "at32", results=[results], settings=LOW_RES, timer=FakeClock(),
+                          memory=fake_memory)
+    rows = {r["dn"]: r for r in selection.rows}
+    assert rows["mbv3_w0.5"]["DSPNet knn top-1"] == top1["mbv3_w0.5"]
+    assert "DSPNet knn top-1" not in rows["mbv3_w1.0"]  # its 64 px accuracy is no figure of the 32 px DN
+    assert selection.choice.dn == "mbv3_w0.5"  # the only DN with a 32 px accuracy, though mbv3_w1.0 scores more
+    assert top1["mbv3_w1.0"] > top1["mbv3_w0.5"]
+    assert selection.notes == [
+        "DSPNet knn top-1 evaluated at 64 px, not at the 32 px measured: not joined for mbv3_w1.0",
+        "without DSPNet knn top-1, left out of the ranking: mbv3_w0.75 (not in the results), mbv3_w1.0 (evaluated "
+        "at 64 px only)"]
+    table = (tmp_path / "at32" / "dn_selection.md").read_text()
+    assert all(f"{note}." in table for note in selection.notes)
+
+    with pytest.raises(InvalidInputError, match=r"none of the 3 DNs within no budget has DSPNet knn top-1 \("
+                                                r"mbv3_w0.5: evaluated at 32 px only, mbv3_w0.75: not in the results, "
+                                                r"mbv3_w1.0: evaluated at 64 px only\)"):
+        select_dn("mbv3_s3", tmp_path / "at48", results=[results], settings=Settings(resolution=48, threads=1,
+                  warmup=0, repeats=3), timer=FakeClock(), memory=fake_memory)
+    assert "evaluated at 32 px, not at the 48 px measured: not joined for mbv3_w0.5" in (
+        tmp_path / "at48" / "dn_selection.md").read_text()  # the table of every DN is written all the same
 
 
 def test_every_runtime_runs_the_dn_it_times(tmp_path):
@@ -199,6 +234,7 @@ def test_end_to_end_on_exported_dns_writes_the_table_plot_and_a_checked_onnx(exp
     assert chosen == "mbv3_w0.75"  # the better DSPNet kNN top-1 of the two, no budget
     assert f"chosen: {chosen}: the highest DSPNet knn top-1 (31.25)" in result.out
     assert "results of DNs not among the sources, left out: mbv3_w1.0" in result.out
+    assert "left out of the ranking" not in result.out  # both DNs have their 32 px accuracy
     rows = list(csv.DictReader(open(out / "dn_selection.csv")))
     assert [r["dn"] for r in rows] == ["mbv3_w0.5", "mbv3_w0.75"]
     assert all(float(r["latency_ms"]) > 0 and float(r["memory_mb"]) > 1 for r in rows)  # measured for real
@@ -261,3 +297,14 @@ def test_bad_sources_and_devices(source, fragment, tmp_path, capsys, monkeypatch
         args = ["mbv3_s3", "--device", "cuda"]
     result = run_tool("select_dn", [*args, "-o", tmp_path / "out"], capsys, monkeypatch)
     assert_one_error_line(result.code, result.err, fragment)
+
+
+def test_the_dns_left_out_of_the_ranking_are_named_on_stdout(fake_cache, tmp_path, capsys, monkeypatch):
+    shutil.copy(fake_cache, tmp_path)  # measured at 32 px by the fake clock
+    results = results_at(tmp_path / "results.json", {"mbv3_w0.5": 32, "mbv3_w0.75": 32, "mbv3_w1.0": 224})
+    result = run_tool("select_dn", ["mbv3_s3", "--resolution", 32, "--results", results, "-o", tmp_path], capsys,
+                      monkeypatch)
+    assert result.code == 0, result.err
+    assert "DSPNet knn top-1 evaluated at 224 px, not at the 32 px measured: not joined for mbv3_w1.0." in result.out
+    assert "without DSPNet knn top-1, left out of the ranking: mbv3_w1.0 (evaluated at 224 px only)." in result.out
+    assert "chosen: mbv3_w0.75: the highest DSPNet knn top-1 (31.25)" in result.out

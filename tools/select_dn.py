@@ -10,8 +10,9 @@ SOURCE: a pretraining or supervised checkpoint (every DN of its set), a folder o
 (export/<dn>.pth), or a DN family / set name or a DN (random weights with ImageNet's 1000-class
 classifier: latency only); several sources give their DNs together. --results takes evaluation or
 supervised results.json / results.csv and detection.csv files (or their run folders): each series and
-metric is an accuracy column; --rank-by picks the column to maximise (default: the first). Without
-results, the largest DN (FLOPs) within budget is chosen.
+metric is an accuracy column, joined at the resolution the DNs are measured at (a result of another
+resolution is not joined; a DN left without the ranked column is named in the table); --rank-by picks the
+column to maximise (default: the first). Without results, the largest DN (FLOPs) within budget is chosen.
 
 Writes OUT/dn_selection.{md,csv,json,png}; the measurements are cached in OUT/dn_measurements.json per
 (machine, device, runtime, threads, batch, resolution, warm-up and timed rounds, DN), so a rerun or a new

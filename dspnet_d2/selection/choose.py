@@ -58,11 +58,12 @@ def _within(rows: list[dict], limits) -> list[dict]:
 
 
 def choose(rows: list[dict], budget: Budget, score: str = SIZE, score_label: str = "FLOPs",
-           settings_text: str = "") -> Choice:
+           settings_text: str = "", unscored: dict[str, str] | None = None) -> Choice:
     """The DN of ``rows`` with the highest ``score`` among those within ``budget`` (ties: the faster).
 
     A budget that no DN meets is an InvalidInputError naming the best DN on that figure; so is a set of
-    budgets that each DN meets only in part.
+    budgets that each DN meets only in part, and DNs within budget none of which has ``score`` (``unscored``:
+    DN -> why it has none).
     """
     limits = budget.limits()
     context = f" ({settings_text})" if settings_text else ""
@@ -77,8 +78,10 @@ def choose(rows: list[dict], budget: Budget, score: str = SIZE, score_label: str
         raise InvalidInputError(f"no DN meets {budget.describe()} together{context} ({closest})")
     ranked = [r for r in within if r.get(score) is not None]
     if not ranked:
+        why = unscored or {}
+        listed = ", ".join(f"{r['dn']}: {why[r['dn']]}" if r["dn"] in why else r["dn"] for r in within)
         raise InvalidInputError(f"none of the {len(within)} DNs within {budget.describe()} has {score_label} "
-                                f"({', '.join(r['dn'] for r in within)})")
+                                f"({listed})")
     chosen = max(ranked, key=lambda r: (r[score], -r["latency_ms"]))
     return Choice(chosen["dn"], _reason(chosen, rows, within, limits, score, score_label, budget),
                   tuple(r["dn"] for r in within))

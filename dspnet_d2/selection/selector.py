@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InvalidInputError
 from ..deploy import require_deploy_extra
-from .accuracy import read_accuracies
+from .accuracy import join_accuracies, read_accuracies
 from .choose import SIZE, Budget, Choice, choose, pareto_front
 from .measure import Settings, measure, memory_method, peak_memory, wall_clock
 from .report import write_selection
@@ -95,15 +95,20 @@ def select_dn(sources: "list[str] | str", output_dir: str, results: "list[str] |
         notes.append(f"results of DNs not among the sources, left out: {', '.join(unmeasured)}")
     records = measure({dn: c.model for dn, c in candidates.items()}, settings, output_dir, timer, memory, remeasure,
                       log)
-    rows = [{**records[dn], **accuracies.get(dn, {}), "weights": c.path or "random (a name)"}
-            for dn, c in candidates.items()]
+    rows = [{**records[dn], "weights": c.path or "random (a name)"} for dn, c in candidates.items()]
+    missing, join_notes = join_accuracies(rows, columns, accuracies)
+    notes += join_notes
     score = rank_by or (columns[0] if columns else SIZE)
+    if missing.get(score):
+        notes.append(f"without {score}, left out of the ranking: "
+                     + ", ".join(f"{dn} ({why})" for dn, why in missing[score].items()))
     front = pareto_front(rows, "latency_ms", score)
     limits = budget.limits()
     resolutions = {r["resolution"] for r in rows}
     measured = settings.describe(resolutions.pop() if len(resolutions) == 1 else None)
     try:
-        choice, error = choose(rows, budget, score, "FLOPs" if score == SIZE else score, measured), None
+        choice, error = choose(rows, budget, score, "FLOPs" if score == SIZE else score, measured,
+                               missing.get(score, {})), None
     except InvalidInputError as err:
         choice, error = None, err
     for r in rows:
