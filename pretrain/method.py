@@ -1,10 +1,12 @@
 """DSPNet (and BYOL, its n = 1 / single-DN case): online sub-networks, one shared full target, loss, EMA.
 
 Per step: the target (the full network, an EMA of the online weights) projects both views ONCE;
-each sampled online sub-network predicts those shared projections; losses are summed.
+each sampled online sub-network predicts those shared projections; losses are summed (a DN drawn
+twice runs once, its loss counted twice).
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import random
@@ -132,29 +134,35 @@ class DSPNet(nn.Module):
                       online: nn.Module | None = None, backward=torch.Tensor.backward,
                       autocast=contextlib.nullcontext, observe=None) -> torch.Tensor:
         """Forward and backward of each sampled sub-network against the shared target ``projections``:
-        the gradients add up for one optimizer step. Returns one row per sub-network: its loss, then
-        its ``COLLAPSE_STATS``.
+        the gradients add up for one optimizer step. Returns one row per draw of ``subnets``: its loss,
+        then its ``COLLAPSE_STATS``.
+
+        A DN drawn k times (the repeated middle draws of ``sample_subnets``) runs once, in the order of
+        its first draw, and backpropagates k times its loss: the same gradients as k identical runs, at
+        1/k of their compute, and its BN running statistics move once. Its row is repeated k times, so
+        the rows still sum to the step's total loss.
 
         ``online`` is ``self.online`` or its DDP wrapper: every backward but the last runs under
         ``no_sync``, so the sandwich's largest network (drawn last) carries the one all-reduce.
         ``backward`` may scale the loss first (AMP's GradScaler); ``autocast`` makes the forward context.
-        ``observe(dn, rep1, rep2)``, if given, sees each sub-network's detached representations after its
-        backward (the online linear probe).
+        ``observe(dn, rep1, rep2)``, if given, sees each distinct sub-network's detached representations
+        once, after its backward (the online linear probe: one update per DN and step).
         """
         online = self.online if online is None else online
-        rows = []
-        for i, dn in enumerate(subnets):
+        counts = collections.Counter(subnets)  # in the order of first draws: the largest stays last
+        rows = {}
+        for i, (dn, count) in enumerate(counts.items()):
             self.online.encoder.set_active(dn)
-            last = i == len(subnets) - 1
+            last = i == len(counts) - 1
             with contextlib.nullcontext() if last or not hasattr(online, "no_sync") else online.no_sync():
                 with autocast():
                     predictions, (rep1, rep2, proj1, _) = online(view1, view2, with_features=True)
                     loss = self.symmetric_loss(predictions, projections)
-                backward(loss)
+                backward(count * loss)
             if observe is not None:
                 observe(dn, rep1.detach(), rep2.detach())
-            rows.append(torch.cat([loss.detach().float().view(1), collapse_stats(rep1, rep2, proj1)]))
-        return torch.stack(rows)
+            rows[dn] = torch.cat([loss.detach().float().view(1), collapse_stats(rep1, rep2, proj1)])
+        return torch.stack([rows[dn] for dn in subnets])
 
     @staticmethod
     def symmetric_loss(predictions, projections) -> torch.Tensor:

@@ -38,7 +38,7 @@ class LinearProbes(nn.Module):
         self.optimizer = torch.optim.SGD(self.parameters(), lr=lr, momentum=momentum)
 
     def observe(self, dn, features: torch.Tensor, labels: torch.Tensor) -> None:
-        """Forward and backward of ``dn``'s head on its features (a DN drawn twice adds both gradients)."""
+        """Forward and backward of ``dn``'s head on its features (once a step per drawn DN: one SGD step each)."""
         i = self.index[str(dn)]
         with torch.enable_grad():
             logits = self.heads[i](features.detach().float())

@@ -1,8 +1,11 @@
+import copy
+
 import pytest
 import torch
 
 from dspnet_d2 import DN_SETS, parse_dn
-from pretrain.method import DSPNet, byol_loss, sample_subnets
+from pretrain.method import DSPNet, byol_loss, collapse_stats, sample_subnets
+from pretrain.probe import LinearProbes
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +173,90 @@ def test_momentum_bn_target_skips_cross_rank_statistics():
     assert all(m.sync for m in norms(method.online)) and not any(m.sync for m in norms(method.target))
     method.set_sync_bn(True, momentum_bn=False)
     assert all(m.sync for m in norms(method.target))
+
+
+def _train_every_draw(method, subnets, view1, view2, projections):
+    """Forward and backward of every draw, a repeated DN as many times as it was drawn: the reference."""
+    rows = []
+    for dn in subnets:
+        method.online.encoder.set_active(dn)
+        predictions, (rep1, rep2, proj1, _) = method.online(view1, view2, with_features=True)
+        loss = method.symmetric_loss(predictions, projections)
+        loss.backward()
+        rows.append(torch.cat([loss.detach().float().view(1), collapse_stats(rep1, rep2, proj1)]))
+    return torch.stack(rows)
+
+
+@pytest.fixture(scope="module")
+def repeated_draw():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # float64 grouped convolutions run one small kernel per group: threads only contend
+    try:
+        return _step_with_a_repeated_draw()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _step_with_a_repeated_draw():
+    """One step of mbv3_s3 with n = 4 ([w0.5, w0.75, w0.75, w1.0]) through ``train_subnets``, the linear
+    probe observing, beside the reference on an identical copy and a copy that forwards each DN once.
+
+    In float64: both ways add the same gradients in a different order, which float32 rounding would blur
+    (about 1e-5 relative on some entries) beyond a tolerance that still tells a missing or doubled term."""
+    torch.manual_seed(0)
+    method = DSPNet("mbv3_s3", num_subnets=4, proj_hidden=32, proj_dim=16).train().double()
+    subnets = method.sample(step=0, seed=0, full_only=False)
+    assert [str(dn) for dn in subnets] == ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w0.75", "mbv3_w1.0"]
+    gen = torch.Generator().manual_seed(1)
+    view1, view2 = (torch.randn(4, 3, 32, 32, generator=gen, dtype=torch.float64) for _ in range(2))
+    labels = torch.tensor([0, 1, 2, 0])
+    projections = method.target_projections(view1, view2)
+    reference, once = copy.deepcopy(method), copy.deepcopy(method)
+    probes = LinearProbes({str(dn): method.online.encoder.channels(dn)["pooled"] for dn in method.dns}, 3, lr=0.1)
+    forwards, observed = [], []
+    method.online.register_forward_hook(lambda module, inputs, output: forwards.append(module.encoder.active))
+
+    def observe(dn, rep1, rep2):
+        observed.append(dn)
+        probes.observe(dn, torch.cat([rep1, rep2]), torch.cat([labels, labels]))
+
+    rows = method.train_subnets(subnets, view1, view2, projections, observe=observe)
+    expected_rows = _train_every_draw(reference, subnets, view1, view2, projections)
+    with torch.no_grad():
+        for dn in dict.fromkeys(subnets):
+            once.online.encoder.set_active(dn)
+            once.online(view1, view2)
+    return dict(method=method, reference=reference, once=once, subnets=subnets, rows=rows,
+                expected_rows=expected_rows, forwards=forwards, observed=observed, probes=probes)
+
+
+def test_a_repeated_draw_gets_the_gradients_of_every_draw(repeated_draw):
+    reference = dict(repeated_draw["reference"].online.named_parameters())
+    for name, param in repeated_draw["method"].online.named_parameters():
+        assert param.grad is not None, name
+        torch.testing.assert_close(param.grad, reference[name].grad, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_a_repeated_draw_runs_once_and_moves_the_bn_statistics_once(repeated_draw):
+    subnets = repeated_draw["subnets"]
+    assert repeated_draw["forwards"] == [subnets[0], subnets[1], subnets[3]]  # 3 forwards for 4 draws
+    buffers = dict(repeated_draw["method"].online.named_buffers())
+    once, every = repeated_draw["once"].online.named_buffers(), dict(repeated_draw["reference"].online.named_buffers())
+    for name, value in once:
+        torch.testing.assert_close(buffers[name], value, rtol=1e-12, atol=1e-12, msg=name)
+        if name.endswith("num_batches_tracked"):  # two views per distinct DN, against two per draw
+            assert buffers[name].item() == 6 and every[name].item() == 8, name
+
+
+def test_the_probe_observes_each_distinct_dn_once(repeated_draw):
+    subnets, probes = repeated_draw["subnets"], repeated_draw["probes"]
+    assert repeated_draw["observed"] == list(dict.fromkeys(subnets))
+    assert probes.pending[:, 1].tolist() == [8.0, 8.0, 8.0]  # each head: one batch of both views
+
+
+def test_rows_keep_one_row_per_draw_and_the_summed_loss(repeated_draw):
+    rows, expected = repeated_draw["rows"], repeated_draw["expected_rows"]
+    assert rows.shape == (4, 1 + 3)
+    assert torch.equal(rows[1], rows[2])
+    torch.testing.assert_close(rows, expected, rtol=1e-5, atol=1e-6)
+    assert rows[:, 0].sum().item() == pytest.approx(expected[:, 0].sum().item(), rel=1e-6)
