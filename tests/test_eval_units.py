@@ -3,7 +3,9 @@ import os
 import pytest
 import torch
 
+from dspnet_d2.stopping import Preempted, StopSignals
 from pretrain.eval.classifier import Classifier, train_classifier
+from pretrain.sampler import ResumableSampler
 from pretrain.eval.config import load_eval_cfg
 from pretrain.eval.data import train_transform
 from pretrain.features import topk_accuracy
@@ -51,8 +53,15 @@ class _Points(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.y)
 
-    def __getitem__(self, i):
+    def __getitem__(self, item):  # an index, or the (index, seed) of ResumableSampler
+        i = item[0] if isinstance(item, tuple) else item
         return self.x[i], self.y[i], i
+
+
+def _train_loader(points, batch):
+    """The evaluation's classifier batches: shuffled per epoch, resumable at any step."""
+    sampler = ResumableSampler(len(points), batch, seed=0)
+    return torch.utils.data.DataLoader(points, batch_size=sampler.batch, sampler=sampler)
 
 
 def test_linear_probe_reaches_full_accuracy_on_separable_features(tmp_path):
@@ -61,7 +70,7 @@ def test_linear_probe_reaches_full_accuracy_on_separable_features(tmp_path):
     encoder = torch.nn.Linear(16, 16)  # stands in for a frozen DN encoder
     frozen_before = {k: v.clone() for k, v in encoder.state_dict().items()}
     model = Classifier(encoder, 16, 4, head_bn=True, frozen=True)
-    train = torch.utils.data.DataLoader(_Points(512, 0), batch_size=64, shuffle=True)
+    train = _train_loader(_Points(512, 0), 64)
     val = torch.utils.data.DataLoader(_Points(256, 1), batch_size=64)
     accuracy = train_classifier(model, train, val, cfg, torch.device("cpu"), str(tmp_path / "state.pth"))
     assert accuracy["top1"] >= 99.0
@@ -70,42 +79,43 @@ def test_linear_probe_reaches_full_accuracy_on_separable_features(tmp_path):
     assert torch.load(tmp_path / "state.pth", weights_only=True)["epoch"] == 15
 
 
-def test_linear_probe_resumes_from_its_epoch_state(tmp_path):
+@pytest.mark.parametrize("stop_at", [(2, 0), (1, 3), (3, 3)], ids=["mid_epoch", "epoch_end", "last_step"])
+def test_linear_probe_stops_at_a_signal_with_that_step_and_resumes_exactly(tmp_path, stop_at):
+    """A stop signal (``stop_at``: epoch, step of it; 4 steps an epoch) writes the state of the step it came in
+    and raises Preempted; the rerun continues to exactly the weights of an uninterrupted run."""
     cfg = load_eval_cfg(None, ["PROTOCOL", "linear", "PRETRAINED", __file__, "TRAIN.BATCH_SIZE", "64",
                                "TRAIN.LR", "0.2", "TRAIN.EPOCHS", "4"])
-    train = torch.utils.data.DataLoader(_Points(256, 0), batch_size=64, shuffle=False)
+    train = _train_loader(_Points(256, 0), 64)
     val = torch.utils.data.DataLoader(_Points(64, 1), batch_size=64)
 
     def fresh():
         torch.manual_seed(0)
         return Classifier(torch.nn.Linear(16, 16), 16, 4, head_bn=True, frozen=True)
 
-    class Interrupt(Exception):
-        pass
-
-    class DiesInEpoch3:
-        def __init__(self):
-            self.epochs, self.sampler = 0, None
-
-        def __len__(self):
-            return len(train)
+    class SignalledAt:  # the loader, with a stop signal arriving while it serves step ``stop_at``
+        def __init__(self, stop):
+            self.stop, self.sampler, self.epoch = stop, train.sampler, -1
 
         def __iter__(self):
-            self.epochs += 1
-            for i, batch in enumerate(train):
-                if self.epochs == 3 and i == 2:
-                    raise Interrupt
+            self.epoch += 1
+            for i, batch in enumerate(train, start=train.sampler.start_batch):
+                if (self.epoch, i) == stop_at:
+                    self.stop.requested = "SIGTERM"
                 yield batch
 
     straight = fresh()
     train_classifier(straight, train, val, cfg, torch.device("cpu"), str(tmp_path / "a.pth"))
-    with pytest.raises(Interrupt):
-        train_classifier(fresh(), DiesInEpoch3(), val, cfg, torch.device("cpu"), str(tmp_path / "b.pth"))
-    assert torch.load(tmp_path / "b.pth", weights_only=True)["epoch"] == 2
+    stop = StopSignals([])
+    with pytest.raises(Preempted, match=r"stopped by SIGTERM after probe step"):
+        train_classifier(fresh(), SignalledAt(stop), val, cfg, torch.device("cpu"), str(tmp_path / "b.pth"),
+                         desc="probe", stop=stop)
+    state = torch.load(tmp_path / "b.pth", weights_only=True)
+    epoch, step = stop_at
+    assert (state["epoch"], state["batch"]) == ((epoch, step + 1) if step + 1 < 4 else (epoch + 1, 0))
     resumed = fresh()
     train_classifier(resumed, train, val, cfg, torch.device("cpu"), str(tmp_path / "b.pth"))
     for key, value in straight.state_dict().items():
-        assert torch.allclose(value, resumed.state_dict()[key], atol=1e-6), key
+        assert torch.equal(value, resumed.state_dict()[key]), key
 
 
 def _samples():
