@@ -18,7 +18,7 @@ setup(
         "tqdm",
         "numpy",
         "pillow",
-        "opencv-python-headless",  # the fast augmentation backend (pretrain/augment.py); detectron2's Visualizer
+        "opencv-python-headless",  # the fast augmentation backend (pretrain/data/augment.py); detectron2's Visualizer
         "matplotlib",
         "tensorboard",
         "pycocotools",
@@ -27,9 +27,9 @@ setup(
         "dev": ["pytest>=7"],
         # deployment: ONNX export (torch's dynamo exporter writes through onnxscript) and its checks
         "deploy": ["onnx", "onnxscript", "onnxruntime"],
-        # tools/submit.py: any command as a Slurm job (pretrain/slurm.py)
+        # tools/submit.py: any command as a Slurm job (pretrain/engine/slurm.py)
         "slurm": ["submitit"],
-        # LOGGER.WANDB: the metrics mirrored to Weights & Biases (pretrain/wandb_logger.py)
+        # LOGGER.WANDB: the metrics mirrored to Weights & Biases (pretrain/engine/wandb_logger.py)
         "wandb": ["wandb"],
     },
 )

@@ -1,10 +1,10 @@
 """dspnet: slimmable pretrained networks (DSPNet) and their detectron2 backbones."""
 from .d2.config import add_dspnet_config
+from .deploy.export import export_dn
 from .dn import DN_SETS, FAMILIES, DNSpec, dn_set, parse_dn
 from .errors import ExistingFileError, InvalidInputError, MissingFileError, UserError
-from .export import export_dn
-from .recalibration import recalibrate_bn
 from .families import FAMILY_DESCRIPTORS, Family, build_static_dn, build_supernet, get_family
+from .recalibration import recalibrate_bn
 from .slim import SlimMobileNetV3, SlimResNet, Supernet
 
 __version__ = "0.1.0"

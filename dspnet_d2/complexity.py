@@ -2,13 +2,16 @@
 DN set (tools/dn_table.py)."""
 from __future__ import annotations
 
+import argparse
 import csv
 import io
+import sys
 
 import torch
 from torch import nn
 
-from .dn import DNSpec, dn_set, parse_dn
+from .dn import DN_SETS, DNSpec, dn_set, parse_dn
+from .errors import cli_main
 from .families import build_static_dn
 
 __all__ = ["count_params", "count_flops", "dn_complexity", "dn_rows", "to_markdown", "to_csv", "print_dn_table"]
@@ -78,3 +81,26 @@ def print_dn_table(family: str, resolution: int | None = None, num_classes: int 
         with open(csv_path, "w") as f:
             f.write(text)
     return 0
+
+
+COMMAND_HELP = """Print params and FLOPs of every DN of a family (or DN set) as a markdown table and CSV.
+
+    python tools/dn_table.py --family mbv3            # the paper's 5 MobileNetV3 DNs at 224 px
+    python tools/dn_table.py --family resnet_s9 --csv resnet_dns.csv
+"""
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dspnet_d2.complexity", description=COMMAND_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--family", default="mbv3", help=f"a DN set or family: {sorted(DN_SETS)}, or one DN")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="input size (default: the family's evaluation resolution, 224)")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="count a classifier too (1000 matches torchvision's published sizes)")
+    parser.add_argument("--csv", default=None, help="also write the CSV to this file")
+    args = parser.parse_args(argv)
+    return print_dn_table(args.family, args.resolution, args.num_classes, args.csv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(main))

@@ -6,14 +6,17 @@ evaluation in metrics.json; runs without any are listed as missing, never droppe
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
 import os
+import sys
 
 import yaml
 
 from .complexity import dn_complexity
+from .errors import cli_main
 
 __all__ = ["detection_report", "read_run", "collect", "write", "METRICS", "COLUMNS"]
 
@@ -110,3 +113,26 @@ def detection_report(runs: list[str], output_dir: str) -> int:
     write(rows, missing, output_dir)
     print(open(os.path.join(output_dir, "detection.md")).read(), end="")
     return 0
+
+
+COMMAND_HELP = """Collect Mask R-CNN runs into the AP^bb / AP^mk table (markdown + CSV) and a plot of AP vs FLOPs.
+
+    python tools/report.py DSPNet=output/detection/dspnet_* BYOL=output/detection/byol_* -o report/
+    python tools/report.py output/detection/demo
+
+Each argument is a run directory (tools/train_net.py's OUTPUT_DIR), optionally prefixed by a series
+name. A run's metrics come from final_results.json, else from the last evaluation in metrics.json;
+runs without any are listed as missing, never dropped silently.
+"""
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dspnet_d2.detection_report", description=COMMAND_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="[SERIES=]run directory")
+    parser.add_argument("-o", "--output", default="report", help="folder for detection.md/.csv/.png")
+    args = parser.parse_args(argv)
+    return detection_report(args.runs, args.output)
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(main))

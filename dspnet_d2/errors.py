@@ -8,7 +8,8 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-__all__ = ["UserError", "InvalidInputError", "MissingFileError", "ExistingFileError", "cli_main"]
+__all__ = ["UserError", "InvalidInputError", "MissingFileError", "ExistingFileError", "MissingDependencyError",
+           "cli_main"]
 
 
 class UserError(Exception):
@@ -25,6 +26,10 @@ class MissingFileError(UserError, FileNotFoundError):
 
 class ExistingFileError(UserError, FileExistsError):
     """A file or folder is in the way and is not ours to overwrite."""
+
+
+class MissingDependencyError(UserError, ImportError):
+    """An optional dependency a command needs is not installed (detectron2, OpenCV, ONNX Runtime)."""
 
 
 def one_line(message: str) -> str:

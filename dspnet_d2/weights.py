@@ -16,7 +16,7 @@ from .dn import DNSpec, dn_set, largest_dn, parse_dn
 from .errors import InvalidInputError
 from .families import build_static_dn, get_family
 
-PRETRAIN_FORMAT = "dspnet-pretrain-v1"  # pretraining checkpoints (pretrain/engine.py)
+PRETRAIN_FORMAT = "dspnet-pretrain-v1"  # pretraining checkpoints (pretrain/engine/trainer.py)
 DN_FORMAT = "dspnet-dn-v1"  # one exported DN (OUTPUT_DIR/export/<dn>.pth)
 SUPERVISED_FORMAT = "dspnet-supervised-v1"  # slimmable supervised training checkpoints (pretrain/supervised)
 TORCHVISION_FORMAT = "torchvision"  # a plain torchvision state_dict (read only)

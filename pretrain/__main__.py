@@ -8,7 +8,7 @@ import sys
 from dspnet_d2.errors import cli_main
 
 from .config import load_cfg, parse_recipe_args
-from .engine import main as train
+from .engine.trainer import main as train
 
 
 def main(argv=None) -> int:

@@ -10,8 +10,8 @@ from fvcore.common.config import CfgNode as CN
 from dspnet_d2.dn import DNSpec, dn_set, largest_dn, smallest_dn
 from dspnet_d2.errors import InvalidInputError, MissingFileError
 
-from .augment import AUGMENT_BACKENDS
-from .preemption import parse_signals
+from .data.augment import AUGMENT_BACKENDS
+from .engine.preemption import parse_signals
 
 _C = CN()
 _C.RECIPE = ""  # recipe name, set from the config file's name; part of the checkpoint signature
@@ -217,7 +217,7 @@ def validate_run_cfg(cfg: CN) -> None:
     if not cfg.DIST.TIMEOUT_MINUTES > 0:
         raise InvalidInputError(f"DIST.TIMEOUT_MINUTES must be > 0, got {cfg.DIST.TIMEOUT_MINUTES}")
     if cfg.LOGGER.WANDB:
-        from .wandb_logger import import_wandb
+        from .engine.wandb_logger import import_wandb
 
         import_wandb()  # on every rank, before anything runs: a missing package is one error line
 

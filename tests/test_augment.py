@@ -6,13 +6,13 @@ import torch
 from PIL import Image, ImageFilter
 from torchvision.transforms import functional as F
 
-from dspnet_d2.demo_data import write_photo_like_jpegs
+from dspnet_d2.demo.fixtures import write_photo_like_jpegs
 from dspnet_d2.errors import InvalidInputError
-from pretrain.augment import BYOLViews, ViewParams, _colour_opencv, normalize_views
+from dspnet_d2.images import ImageFolderIO
 from pretrain.config import load_cfg, validate_cfg
-from pretrain.data import TwoViewDataset
-from pretrain.folder import ImageFolderIO
-from pretrain.transforms import byol_transforms
+from pretrain.data.augment import BYOLViews, ViewParams, _colour_opencv, normalize_views
+from pretrain.data.transforms import byol_transforms
+from pretrain.data.views import TwoViewDataset
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DEMO_RECIPE = dict(color_jitter=(0.8, 0.8, 0.8, 0.5), solarize_prob=(0.2, 0.5), grayscale_prob=0.3)

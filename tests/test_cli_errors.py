@@ -9,15 +9,15 @@ import sys
 
 import pytest
 import torch
+from pretrain_utils import ToolResult, run_tool, tiny_data
 
-from dspnet_d2.demo_data import make_demo_dataset
+from dspnet_d2.demo.data import make_demo_dataset
 from dspnet_d2.dn import parse_dn
 from dspnet_d2.errors import cli_main
+from dspnet_d2.images import ImageFolderIO
 from dspnet_d2.weights import DN_FORMAT, PRETRAIN_FORMAT
 from pretrain.__main__ import main as pretrain_main
-from pretrain.folder import ImageFolderIO
 from pretrain.eval.__main__ import main as eval_main
-from pretrain_utils import ToolResult, run_tool, tiny_data
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 BAD_DN = "mbv3_w0.33"

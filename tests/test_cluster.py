@@ -13,9 +13,9 @@ import time
 
 import pytest
 import torch
-
-from pretrain.preemption import EXIT_PREEMPTED
 from pretrain_utils import ROOT, assert_equal_states, descendants, tiny_command_args, tiny_data
+
+from pretrain.engine.preemption import EXIT_PREEMPTED
 
 WORKERS = "2"  # configs/pretrain/demo.yaml's DATA.NUM_WORKERS
 pytestmark = pytest.mark.slow
@@ -226,7 +226,7 @@ def test_sigterm_to_the_linear_evaluation_checkpoints_its_step_and_resumes_exact
 
 @pytest.fixture(scope="module")
 def coco_root(tmp_path_factory):
-    from dspnet_d2.demo_data import make_demo_dataset
+    from dspnet_d2.demo.data import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("coco"), image_size=32, train_per_class=2, val_per_class=1,
                              coco_train_images=6, coco_val_images=1)

@@ -3,15 +3,15 @@ import pickle
 
 import pytest
 import torch
+from pretrain_utils import run_tool, tiny_data
 from torchvision.models import mobilenet_v3_large, resnet18
 
 from dspnet_d2 import build_static_dn, build_supernet, export_dn
-from dspnet_d2.convert import D2_PREFIX, dn_backbone_state
+from dspnet_d2.deploy.convert import D2_PREFIX, dn_backbone_state
 from dspnet_d2.errors import InvalidInputError
+from dspnet_d2.images import ImageFolderIO
+from dspnet_d2.recalibration import recalibrate_on_images
 from dspnet_d2.weights import read_weights
-from pretrain.folder import ImageFolderIO
-from pretrain.recalibration import recalibrate_on_images
-from pretrain_utils import run_tool, tiny_data
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_backbone, build_model  # noqa: E402
 
 from dspnet_d2 import DN_SETS, add_dspnet_config, build_supernet, export_dn, parse_dn  # noqa: E402
-from dspnet_d2.convert import dn_backbone_state, save_d2_pkl, to_d2_model  # noqa: E402
 from dspnet_d2.d2.checkpoint import DSPNetCheckpointer  # noqa: E402
+from dspnet_d2.deploy.convert import dn_backbone_state, save_d2_pkl, to_d2_model  # noqa: E402
 
 ALL_DNS = [str(dn) for dn in DN_SETS["mbv3_s5"] + DN_SETS["resnet_s9"]]
 

@@ -7,14 +7,13 @@ import sys
 import pytest
 import torch
 import torchvision
+from conftest import randomize_bn_stats
 
 from dspnet_d2 import build_supernet, export_dn
+from dspnet_d2.deploy.formats import check_deployed, export_onnx, export_torchscript, parity_error, run_onnx
 from dspnet_d2.dn import DN_SETS
 from dspnet_d2.errors import cli_main
-from dspnet_d2.deploy import check_deployed, export_onnx, export_torchscript, parity_error, run_onnx
 from dspnet_d2.weights import read_weights, save_dn_file
-
-from conftest import randomize_bn_stats
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 ATOL = RTOL = 1e-4
@@ -34,7 +33,7 @@ def deployable(dn: str, num_classes: int = 10) -> torch.nn.Module:
 
 def demo_images(count: int = 3) -> torch.Tensor:
     """Normalised demo images (the embedded shapes, generated in memory), upsampled to RESOLUTION."""
-    from dspnet_d2.demo_data import CLASSES, classification_sample
+    from dspnet_d2.demo.data import CLASSES, classification_sample
 
     images = [torch.from_numpy(classification_sample(CLASSES[i], i, "val")[0].copy()).permute(2, 0, 1).float() / 255
               for i in range(count)]
@@ -146,10 +145,10 @@ def test_export_dn_command_refuses_what_it_cannot_do(tmp_path, capsys, monkeypat
 
 
 def test_a_dn_of_a_supernet_checkpoint_gets_its_own_bn_statistics(tmp_path, capsys):
-    from dspnet_d2.demo_data import make_demo_dataset
+    from dspnet_d2.demo.data import make_demo_dataset
+    from dspnet_d2.images import ImageFolderIO
+    from dspnet_d2.recalibration import recalibrate_on_images
     from dspnet_d2.weights import PRETRAIN_FORMAT
-    from pretrain.folder import ImageFolderIO
-    from pretrain.recalibration import recalibrate_on_images
 
     torch.manual_seed(0)
     supernet = build_supernet("mbv3_s5")
@@ -258,7 +257,7 @@ def test_the_parity_check_fails_a_file_of_another_network(tmp_path):
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
     """An ImageFolder root of 16 demo images: the parity check takes 8 of them."""
-    from dspnet_d2.demo_data import make_demo_dataset
+    from dspnet_d2.demo.data import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("images") / "data", train_per_class=2, val_per_class=1,
                              coco_train_images=1, coco_val_images=1)
@@ -290,11 +289,12 @@ def test_a_static_batch_file_is_checked_at_its_own_batch_on_real_images(fmt, bat
 def test_a_file_that_fails_its_check_is_not_kept(tmp_path, capsys, monkeypatch):
     import copy
 
-    import pretrain.commands
     from test_cli_errors import assert_one_error_line
 
+    import dspnet_d2.deploy.commands
+
     save_dn_file(str(tmp_path / "dn.pth"), "mbv3_w0.5", deployable("mbv3_w0.5").state_dict())
-    write_program = pretrain.commands.export_program
+    write_program = dspnet_d2.deploy.commands.export_program
 
     def another_network(model, path, *args, **kwargs):  # the file of weights 1% off in the last layer
         other = copy.deepcopy(model)
@@ -302,7 +302,7 @@ def test_a_file_that_fails_its_check_is_not_kept(tmp_path, capsys, monkeypatch):
             other.classifier[-1].weight.mul_(1.01)
         return write_program(other, path, *args, **kwargs)
 
-    monkeypatch.setattr(pretrain.commands, "export_program", another_network)
+    monkeypatch.setattr(dspnet_d2.deploy.commands, "export_program", another_network)
     out = tmp_path / "m.pt2"
     out.write_bytes(b"an earlier file")
     code, _, err = run_export([tmp_path / "dn.pth", "--format", "pt2", "--resolution", RESOLUTION, "--static-batch", 1,

@@ -5,12 +5,12 @@ import os
 
 import pytest
 import torch
+from pretrain_utils import tiny_cfg, tiny_data
 
 from dspnet_d2 import build_static_dn, parse_dn
 from dspnet_d2.weights import DN_FORMAT
-from pretrain.engine import Trainer
+from pretrain.engine.trainer import Trainer
 from pretrain.eval.__main__ import main as eval_main
-from pretrain_utils import tiny_cfg, tiny_data
 
 
 @pytest.fixture(scope="module")

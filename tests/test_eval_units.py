@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from dspnet_d2.stopping import Preempted, StopSignals
+from pretrain.data.sampler import ResumableSampler
 from pretrain.eval.classifier import Classifier, train_classifier
-from pretrain.sampler import ResumableSampler
 from pretrain.eval.config import load_eval_cfg
 from pretrain.eval.data import train_transform
-from pretrain.features import topk_accuracy
-from pretrain.knn import knn_scores
 from pretrain.eval.subsets import draw_balanced, read_list_file, write_list_file
+from pretrain.monitor.features import topk_accuracy
+from pretrain.monitor.knn import knn_scores
 
 
 def test_knn_majority_vote_on_hand_made_bank():

@@ -14,11 +14,11 @@ import pytest
 import torch
 import yaml
 
-from dspnet_d2.demo_data import make_demo_dataset
+from dspnet_d2.demo.data import make_demo_dataset
 from dspnet_d2.errors import cli_main
 from dspnet_d2.weights import read_weights
+from pretrain.engine.preemption import EXIT_PREEMPTED
 from pretrain.pipeline import main as pipeline_main
-from pretrain.preemption import EXIT_PREEMPTED
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 DNS = ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w1.0"]
@@ -266,3 +266,35 @@ def test_an_output_dir_that_is_not_a_pipelines_is_refused(tiny, tmp_path, capsys
     (tmp_path / "other" / "results.md").write_text("someone else's\n")
     code, err = run_in_process(capsys, "--config-file", tiny["config"], "OUTPUT_DIR", tmp_path / "other")
     assert code == 2 and "is not a pipeline's folder" in err
+
+
+@pytest.mark.slow
+def test_the_pipeline_runs_from_a_non_editable_install_outside_the_checkout(tiny):
+    """``pip install .`` ships no tools/: every stage is a module of the installed package. The package is
+    installed into a folder of its own, and the tiny pipeline runs in another folder, beside a copy of configs/."""
+    import shutil
+
+    tmp = tiny["tmp"]
+    site, work = tmp / "site", tmp / "elsewhere"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                              "--target", str(site), ROOT], capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stderr[-3000:]
+    assert (site / "pretrain").is_dir() and (site / "dspnet_d2").is_dir() and not (site / "tools").exists()
+    shutil.copytree(Path(ROOT) / "configs", work / "configs")
+    config = tiny_config(work / "tiny.yaml", tiny["data"], work / "out")
+    with_d2 = has_detectron2()
+    env = pipeline_env(tmp, block_detectron2=not with_d2)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
+    where = subprocess.run([sys.executable, "-c", "import dspnet_d2, pretrain; print(dspnet_d2.__file__, "
+                            "pretrain.__file__)"], cwd=work, env=env, capture_output=True, text=True)
+    assert where.stdout.split() == [str(site / "dspnet_d2" / "__init__.py"), str(site / "pretrain" / "__init__.py")]
+
+    result = subprocess.run([sys.executable, "-m", "pretrain.pipeline", "--config-file", config], cwd=work, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "$ " + sys.executable + " -m dspnet_d2.deploy.convert_to_d2" in result.stdout
+    assert (work / "out" / "dspnet_supernet.pkl").exists()
+    if with_d2:
+        table = (work / "out" / "ap" / "detection.md").read_text()
+        assert table.count("| DSPNet | mbv3_w") == 2 and table.count("| random init | mbv3_w") == 2
+        assert all((work / "out" / "pictures" / f"{dn}.png").exists() for dn in ("mbv3_w0.5", "mbv3_w1.0"))

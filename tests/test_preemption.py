@@ -10,9 +10,9 @@ import time
 
 import pytest
 import torch
-
-from pretrain.preemption import EXIT_PREEMPTED, ForwardedChild, StopSignals, parse_signals
 from pretrain_utils import assert_equal_states, descendants, tiny_data
+
+from pretrain.engine.preemption import EXIT_PREEMPTED, ForwardedChild, StopSignals, parse_signals
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,8 +94,9 @@ def _stalled_worker(rank, port, data_root, output_dir, stall_s):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from pretrain.engine import Trainer, main
     from pretrain_utils import tiny_cfg
+
+    from pretrain.engine.trainer import Trainer, main
 
     cfg = tiny_cfg(data_root, output_dir, "DIST.TIMEOUT_MINUTES", "0.1", "MODEL.FULL_ONLY_EPOCHS", "0")
     step = Trainer.run_batch

@@ -5,10 +5,10 @@ import torchvision.transforms.functional as TF
 from PIL import Image, ImageDraw
 from torchvision import transforms as T
 
-from pretrain.augment import BYOLViews
-from pretrain.data import TwoViewDataset
-from pretrain.folder import ImageFolderIO
-from pretrain.transforms import GaussianBlurPIL, byol_transforms
+from dspnet_d2.images import ImageFolderIO
+from pretrain.data.augment import BYOLViews
+from pretrain.data.transforms import GaussianBlurPIL, byol_transforms
+from pretrain.data.views import TwoViewDataset
 
 
 def _image(seed=0):

@@ -4,17 +4,17 @@ import os
 import pytest
 import torch
 import torchvision
+from pretrain_utils import tiny_cfg, tiny_data
 
 from dspnet_d2 import DN_SETS, build_static_dn, parse_dn
-from dspnet_d2.export import export_dn
+from dspnet_d2.deploy.export import export_dn
+from dspnet_d2.images import ImageFolderIO
+from dspnet_d2.recalibration import recalibrate_on_images
 from dspnet_d2.weights import read_weights
-from pretrain.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from pretrain.config import load_cfg, validate_cfg
-from pretrain.engine import NonFiniteLossError, Trainer
-from pretrain.folder import ImageFolderIO
+from pretrain.engine.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from pretrain.engine.trainer import NonFiniteLossError, Trainer
 from pretrain.method import DSPNet
-from pretrain.recalibration import recalibrate_on_images
-from pretrain_utils import tiny_cfg, tiny_data
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import torch
 
 from dspnet_d2 import DN_SETS, parse_dn
 from pretrain.method import DSPNet, byol_loss, collapse_stats, sample_subnets
-from pretrain.probe import LinearProbes
+from pretrain.monitor.probe import LinearProbes
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,25 @@
-"""Every repository file README.md names (in code blocks and inline code) exists."""
+"""README.md and docs/*.md name only what exists: repository files, links and their anchors, the modules
+and scripts their commands run, every flag against that command's parser, every ``KEY VALUE`` override
+against the config the command loads; and .ci/run runs what README says."""
+import argparse
+import functools
+import importlib.util
 import itertools
+import os
 import re
+import runpy
+import shlex
+import sys
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
+PAGE_IDS = [str(p.relative_to(ROOT)) for p in PAGES]
 
 CODE = re.compile(r"```.*?```|`[^`\n]+`", re.S)
 # a path under a folder of the repository; run-time folders (output/, datasets/, export/) are not among them
@@ -33,8 +49,9 @@ def missing_paths(markdown: str) -> list[str]:
     return sorted(set(missing))
 
 
-def test_readme_names_only_existing_files():
-    assert missing_paths((ROOT / "README.md").read_text()) == []
+@pytest.mark.parametrize("page", PAGES, ids=PAGE_IDS)
+def test_pages_name_only_existing_files(page):
+    assert missing_paths(page.read_text()) == []
 
 
 def test_a_wrong_name_is_reported():
@@ -43,3 +60,351 @@ def test_a_wrong_name_is_reported():
     assert missing_paths(text) == [wrong, "no_such_recipe.yaml"]
     both = "`configs/eval/semisup_linear_{1,10}pct.yaml` and `configs/eval/semisup_linear_{1,5}pct.yaml`"
     assert missing_paths(both) == ["configs/eval/semisup_linear_5pct.yaml"]
+
+
+# --- links -------------------------------------------------------------------------------------------
+
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*$", re.M)
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    return {slug(h) for h in HEADING.findall(re.sub(r"```.*?```", "", page.read_text(), flags=re.S))}
+
+
+def broken_links(page: Path) -> list[str]:
+    text = re.sub(r"```.*?```|`[^`\n]+`", "", page.read_text(), flags=re.S)
+    broken = []
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+://|mailto:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        file = (page.parent / path).resolve() if path else page
+        if not file.exists():
+            broken.append(target)
+        elif anchor and file.suffix == ".md" and anchor not in anchors(file):
+            broken.append(target)
+    return broken
+
+
+@pytest.mark.parametrize("page", PAGES, ids=PAGE_IDS)
+def test_links_and_anchors_resolve(page):
+    assert broken_links(page) == []
+
+
+def test_a_broken_link_is_reported(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# A page\n\n## Run times\n\n[ok](#run-times) [gone](#no-such) [file](missing.md) `[code](x.md)`\n")
+    assert broken_links(page) == ["#no-such", "missing.md"]
+
+
+# --- commands ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Command:
+    target: str  # a module (python -m X, torchrun -m X) or a script path (python tools/x.py)
+    is_module: bool
+    args: tuple[str, ...]
+    text: str
+
+
+FENCE = re.compile(r"```(\w*)\n(.*?)```", re.S)  # every fenced block, in order; its language
+INLINE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
+SEPARATOR = re.compile(r"\s(?:&&|\|\||\||;)\s")
+
+
+def shell_lines(markdown: str) -> list[str]:
+    """The command lines of shell code blocks (continuations joined, comments dropped) and the inline code
+    spans that are commands."""
+    lines = []
+    for block in (text for lang, text in FENCE.findall(markdown) if lang in ('', 'bash', 'sh', 'shell')):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"(^|\s)#.*$", "", line).strip()
+            if line:
+                lines.append(line)
+    stripped = re.sub(r"```.*?```", "", markdown, flags=re.S)
+    lines += [span for span in INLINE.findall(stripped) if re.match(r"(python3?|torchrun)\s", span)]
+    return lines
+
+
+def split_words(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError:  # an unbalanced quote in a synopsis
+        return text.split()
+
+
+def commands(markdown: str) -> list[Command]:
+    """Every ``python -m MODULE``, ``python SCRIPT.py`` and ``torchrun ... -m MODULE`` with its arguments (up
+    to ``--``, which hands the rest to another command, as tools/submit.py takes it)."""
+    found = []
+    for line in shell_lines(markdown):
+        for segment in SEPARATOR.split(line):
+            words = split_words(segment)
+            for i, word in enumerate(words):
+                start = None
+                if word in ("python", "python3") and i + 1 < len(words):
+                    if words[i + 1] == "-m" and i + 2 < len(words):
+                        target, is_module, start = words[i + 2], True, i + 3
+                    elif words[i + 1].endswith(".py"):
+                        target, is_module, start = words[i + 1], False, i + 2
+                elif word.endswith("torchrun") and "-m" in words[i + 1:]:
+                    m = words.index("-m", i + 1)
+                    if m + 1 < len(words):
+                        target, is_module, start = words[m + 1], True, m + 2
+                if start is None or PLACEHOLDER.search(target):  # `python -m ...`: any command
+                    continue
+                args = []
+                for arg in words[start:]:
+                    if arg == "--" or arg in ("python", "python3") or arg.endswith("torchrun"):
+                        break
+                    args.append(arg)
+                found.append(Command(target, is_module, tuple(args), segment))
+    return found
+
+
+def all_commands() -> list[tuple[str, Command]]:
+    return [(str(page.relative_to(ROOT)), cmd) for page in PAGES for cmd in commands(page.read_text())]
+
+
+PROJECT = ("pretrain", "dspnet_d2")
+
+
+def is_project(cmd: Command) -> bool:
+    if cmd.is_module:
+        return cmd.target.split(".")[0] in PROJECT
+    return cmd.target.startswith("tools/")
+
+
+def module_exists(name: str) -> bool:
+    """``python -m name`` would run: a module, or a package with a ``__main__``."""
+    try:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations is not None:
+            spec = importlib.util.find_spec(name + ".__main__")
+    except ImportError:  # a parent package is missing
+        return False
+    return spec is not None
+
+
+def test_every_command_runs_an_existing_module_or_script():
+    missing = sorted({f"{page}: {cmd.target}" for page, cmd in all_commands()
+                      if not (module_exists(cmd.target) if cmd.is_module else (ROOT / cmd.target).is_file())})
+    assert missing == []
+
+
+class _Parser(BaseException):  # not an Exception: no command's error handling catches it
+    def __init__(self, parser):
+        super().__init__()
+        self.parser = parser
+
+
+def _capture(self, *args, **kwargs):
+    raise _Parser(self)
+
+
+@functools.lru_cache(maxsize=None)
+def parser_of(target: str, is_module: bool) -> "argparse.ArgumentParser | None":
+    """The argparse parser a command builds, caught when it parses (run as ``__main__``, in this process)."""
+    with mock.patch.object(argparse.ArgumentParser, "parse_args", _capture), \
+            mock.patch.object(argparse.ArgumentParser, "parse_known_args", _capture), \
+            mock.patch.object(sys, "argv", [target, "--help"]), mock.patch.object(sys, "path", list(sys.path)), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if is_module:
+                runpy.run_module(target, run_name="__main__", alter_sys=True)
+            else:
+                script = ROOT / target
+                sys.path.insert(0, str(script.parent))  # as python puts a script's folder first
+                runpy.run_path(str(script), run_name="__main__")
+        except _Parser as caught:
+            return caught.parser
+        except SystemExit:
+            pass
+    return None
+
+
+FLAG = re.compile(r"^--?[A-Za-z][\w-]*$")
+KEY = re.compile(r"^[A-Z][A-Z0-9_]*(?:\.[A-Z][A-Z0-9_]*)*$")
+NOT_KEYS = {"KEY", "VALUE"}  # the [KEY VALUE ...] placeholder of a synopsis
+
+
+def flag_of(word: str) -> str | None:
+    word = word.strip("[]").split("=", 1)[0]
+    return word if FLAG.match(word) else None
+
+
+def takes_value(action: argparse.Action) -> bool:
+    return action.nargs != 0 and not isinstance(action, (argparse._StoreConstAction, argparse._HelpAction))
+
+
+def read_command(cmd: Command, parser: argparse.ArgumentParser) -> tuple[list[str], str | None, list[str]]:
+    """The command's unknown flags, its config file and its ``KEY`` overrides."""
+    unknown, config, keys = [], None, []
+    words, i = list(cmd.args), 0
+    while i < len(words):
+        word, flag = words[i], flag_of(words[i])
+        if flag:
+            action = parser._option_string_actions.get(flag)
+            if action is None:
+                unknown.append(flag)
+            elif "=" not in word and takes_value(action) and i + 1 < len(words):
+                value = words[i + 1]
+                if action.nargs != "?" or not (flag_of(value) or KEY.match(value)):
+                    if flag == "--config-file":
+                        config = value
+                    i += 1
+        elif config and KEY.match(word) and word not in NOT_KEYS:
+            keys.append(word)
+            i += 1  # its value
+        i += 1
+    return unknown, config, keys
+
+
+def test_every_flag_is_accepted_by_its_command():
+    unknown = []
+    for page, cmd in all_commands():
+        if not is_project(cmd):
+            continue
+        exists = module_exists(cmd.target) if cmd.is_module else (ROOT / cmd.target).is_file()
+        parser = parser_of(cmd.target, cmd.is_module) if exists else None  # a missing one fails above
+        if parser is not None:
+            unknown += [f"{page}: {cmd.target} {flag}" for flag in read_command(cmd, parser)[0]]
+    assert unknown == []
+
+
+# --- configs -----------------------------------------------------------------------------------------
+
+def _eval_cfg(path):
+    from pretrain.eval.config import load_eval_cfg
+
+    # the loader insists on something to evaluate; any existing file will do for reading the keys
+    return load_eval_cfg(path, ["PRETRAINED", __file__])
+
+
+def _pretrain_cfg(path):
+    from pretrain.config import load_cfg
+
+    return load_cfg(path)
+
+
+def _supervised_cfg(path):
+    from pretrain.supervised.config import load_supervised_cfg
+
+    return load_supervised_cfg(path)
+
+
+def _pipeline_cfg(path):
+    from pretrain.pipeline.config import load_pipeline_cfg
+
+    return load_pipeline_cfg(path, [])
+
+
+def _detectron2_cfg(path):
+    from dspnet_d2.d2.train import load_config
+
+    return load_config(path)
+
+
+HAS_D2 = importlib.util.find_spec("detectron2") is not None
+LOADERS = {
+    "pretrain": _pretrain_cfg,
+    "pretrain.eval": _eval_cfg,
+    "pretrain.supervised": _supervised_cfg,
+    "pretrain.pipeline": _pipeline_cfg, "tools/pipeline.py": _pipeline_cfg,
+    "tools/train_net.py": _detectron2_cfg, "dspnet_d2.d2.train_net": _detectron2_cfg,
+    "tools/export_d2.py": _detectron2_cfg, "dspnet_d2.d2.export_d2": _detectron2_cfg,
+}
+
+
+@functools.lru_cache(maxsize=None)
+def load(target: str, config: str):
+    return LOADERS[target](str(ROOT / config))
+
+
+def has_key(cfg, key: str) -> bool:
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def wrong_keys(cmd: Command) -> list[str]:
+    parser = parser_of(cmd.target, cmd.is_module)
+    if parser is None:
+        return []
+    _, config, keys = read_command(cmd, parser)
+    if not keys or not config or PLACEHOLDER.search(config) or not (ROOT / config).is_file():
+        return []  # no overrides, or a placeholder (a real file that is missing fails the path test)
+    if cmd.target not in LOADERS:
+        return [f"{cmd.target}: no config loader known to this test"]
+    if LOADERS[cmd.target] is _detectron2_cfg and not HAS_D2:
+        return []
+    cfg = load(cmd.target, config)
+    return [f"{cmd.target} {config}: {key}" for key in keys if not has_key(cfg, key)]
+
+
+def test_every_override_is_a_key_of_the_loaded_config():
+    wrong = []
+    for page, cmd in all_commands():
+        exists = module_exists(cmd.target) if cmd.is_module else (ROOT / cmd.target).is_file()
+        if is_project(cmd) and exists:
+            wrong += [f"{page}: {w}" for w in wrong_keys(cmd)]
+    assert wrong == []
+
+
+DOTTED_KEY = re.compile(r"^([A-Z][A-Z0-9_]*(?:\.[A-Z][A-Z0-9_]*)+)(?:\s|$)")
+
+
+def test_every_key_named_in_the_text_exists():
+    """``MODEL.NUM_SUBNETS 3|5`` and the like in the prose: a key of some config of the package."""
+    configs = [load("pretrain", "configs/pretrain/demo.yaml"), load("pretrain.eval", "configs/eval/demo_knn.yaml"),
+               load("pretrain.supervised", "configs/supervised/demo.yaml"),
+               load("pretrain.pipeline", "configs/pipeline/demo.yaml")]
+    if HAS_D2:
+        configs.append(load("tools/train_net.py", "configs/detection/mask_rcnn_demo.yaml"))
+    missing = []
+    for page in PAGES:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for span in INLINE.findall(text):
+            match = DOTTED_KEY.match(span)
+            if match and not any(has_key(cfg, match.group(1)) for cfg in configs):
+                if HAS_D2 or not match.group(1).startswith(("MODEL.", "SOLVER.", "INPUT.", "DATASETS.")):
+                    missing.append(f"{page.relative_to(ROOT)}: {match.group(1)}")
+    assert missing == []
+
+
+def test_a_wrong_flag_or_key_is_reported():
+    text = ("```bash\npython tools/export_dn.py x.pth --formt onnx -o y.onnx && "
+            "python -m pretrain --config-file configs/pretrain/demo.yaml [KEY VALUE ...] SOLVER.EPOCH 3 DATA.ROOT d\n"
+            "python tools/submit.py --nodes 2 -- python -m pretrain --config-file configs/pretrain/demo.yaml --nodes 1\n```")
+    found = commands(text)
+    assert [(c.target, c.is_module) for c in found] == [("tools/export_dn.py", False), ("pretrain", True),
+                                                         ("tools/submit.py", False), ("pretrain", True)]
+    assert read_command(found[0], parser_of("tools/export_dn.py", False))[0] == ["--formt"]
+    assert wrong_keys(found[1]) == ["pretrain configs/pretrain/demo.yaml: SOLVER.EPOCH"]
+    assert read_command(found[2], parser_of("tools/submit.py", False))[0] == []
+    assert read_command(found[3], parser_of("pretrain", True))[0] == ["--nodes"]
+
+
+# --- CI ----------------------------------------------------------------------------------------------
+
+def test_ci_runs_what_readme_says():
+    """.ci/run installs and tests with README's own commands, and the README sections it names exist."""
+    readme, ci = (ROOT / "README.md").read_text(), (ROOT / ".ci" / "run").read_text()
+    run = [re.split(r"\s+(?:\d?>|\|)", line.strip())[0] for line in ci.splitlines()
+           if re.match(r"\s*(pip install|python -m pytest)", line)]
+    assert run and [line for line in run if line not in readme] == []
+    sections = re.findall(r'README, "([^"]+)"', ci)
+    headings = {h.strip() for h in HEADING.findall(readme)}
+    assert [s for s in sections if s not in headings] == []
+    assert os.access(ROOT / ".ci" / "run", os.R_OK)

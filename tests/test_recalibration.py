@@ -4,10 +4,8 @@ import torch
 from PIL import Image
 
 from dspnet_d2 import build_static_dn
-from dspnet_d2.recalibration import recalibrate_bn, seeded_subset
-from pretrain.folder import ImageFolderIO
-from pretrain.transforms import eval_transform
-from pretrain.recalibration import recalibrate_on_images, recalibration_loader
+from dspnet_d2.images import ImageFolderIO, eval_transform
+from dspnet_d2.recalibration import recalibrate_bn, recalibrate_on_images, recalibration_loader, seeded_subset
 
 
 @pytest.fixture(scope="module")

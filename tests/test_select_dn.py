@@ -1,4 +1,4 @@
-"""tools/select_dn.py and dspnet_d2.selection: the choice under budgets, the Pareto front, the measurement cache,
+"""tools/select_dn.py and dspnet_d2.deploy.selection: the choice under budgets, the Pareto front, the measurement cache,
 the join with a run's results, an end-to-end run that exports the chosen DN, and the user's mistakes.
 
 ``tests/data/demo_knn_results.json`` is a results.json written by ``python -m pretrain.eval --config-file
@@ -12,18 +12,18 @@ import shutil
 
 import pytest
 import torch
-
-from dspnet_d2 import build_static_dn, build_supernet, export_dn
-from dspnet_d2.errors import InvalidInputError
-from dspnet_d2.deploy import run_onnx
-from dspnet_d2.weights import read_weights
-from dspnet_d2.selection import Budget, Settings, choose, pareto_front, read_accuracies, select_dn
-from dspnet_d2.selection.measure import CACHE_FILE, RUNTIMES, deploy
-from dspnet_d2.weights import save_dn_file
-
 from conftest import randomize_bn_stats
 from pretrain_utils import run_tool
 from test_cli_errors import assert_one_error_line
+
+from dspnet_d2 import build_static_dn, build_supernet, export_dn
+from dspnet_d2.deploy.formats import run_onnx
+from dspnet_d2.deploy.selection import Budget, Settings, choose, pareto_front, read_accuracies, select_dn
+from dspnet_d2.deploy.selection.measure import CACHE_FILE
+from dspnet_d2.deploy.selection.runners import deploy
+from dspnet_d2.deploy.selection.settings import RUNTIMES
+from dspnet_d2.errors import InvalidInputError
+from dspnet_d2.weights import read_weights, save_dn_file
 
 DEMO_RESULTS = pathlib.Path(__file__).parent / "data" / "demo_knn_results.json"
 LOW_RES = Settings(resolution=32, threads=1, warmup=0, repeats=3)  # the fake clock needs no warm-up

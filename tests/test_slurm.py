@@ -6,9 +6,9 @@ import sys
 import time
 
 import pytest
-
-from pretrain.slurm import ClusterCommand, default_folder, slurm_parameters, submit
 from pretrain_utils import run_tool, tiny_command_args, tiny_data
+
+from pretrain.engine.slurm import ClusterCommand, default_folder, slurm_parameters, submit
 
 submitit = pytest.importorskip("submitit")
 

@@ -5,10 +5,10 @@ import sys
 import types
 
 import pytest
+from pretrain_utils import tiny_cfg, tiny_data
 
 from dspnet_d2.errors import cli_main
-from pretrain.engine import Trainer
-from pretrain_utils import tiny_cfg, tiny_data
+from pretrain.engine.trainer import Trainer
 
 ONE_EPOCH = ["LOGGER.WANDB", "True", "LOGGER.WANDB_OFFLINE", "True", "SOLVER.EPOCHS", "1", "EXPORT", "False"]
 

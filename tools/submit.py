@@ -1,45 +1,13 @@
 #!/usr/bin/env python
-"""Submit one of the package's commands to Slurm (through submitit), requeued at the time limit and on
-preemption until it is done; each requeued job runs the same command, which resumes from its checkpoints.
+"""Submit one of the package's commands to Slurm (through submitit), requeued at the time limit and on preemption until
+it is done; each requeued job runs the same command, which resumes from its checkpoints.
 
-    python tools/submit.py --nodes 4 --gpus-per-node 8 --time 24 [--partition P] [--signal-delay 120] \\
-        -- python -m pretrain --config-file configs/pretrain/dspnet_mbv3_imagenet.yaml DATA.ROOT /data/imagenet
-
-The command is written as for one process: the job runs one task per GPU, each with the environment
-torchrun would give it. Logs go to <the command's OUTPUT_DIR>/submitit (or --folder); the job id is printed.
+The command is ``python -m pretrain.engine.slurm`` (it also runs from an installed package); --help says more.
 """
-import argparse
 import sys
 
 from dspnet_d2.errors import cli_main
-from pretrain.slurm import submit
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nodes", type=int, default=1)
-    parser.add_argument("--gpus-per-node", type=int, default=8)
-    parser.add_argument("--time", type=float, required=True, help="the job's time limit in hours (each requeue "
-                        "gets it again)")
-    parser.add_argument("--partition", default=None)
-    parser.add_argument("--signal-delay", type=int, default=120, help="seconds before the time limit at which the "
-                        "run is told to stop with a checkpoint (a step and a checkpoint write must fit)")
-    parser.add_argument("--tasks-per-node", type=int, default=None, help="default: one per GPU; 1 for a command "
-                        "that starts its own processes (python -m pretrain.pipeline with LAUNCHER torchrun)")
-    parser.add_argument("--cpus-per-task", type=int, default=10, help="data-loading cores of each task")
-    parser.add_argument("--max-requeues", type=int, default=20, help="time-limit requeues before giving up")
-    parser.add_argument("--folder", default=None, help="submitit's folder (logs, job pickles); default "
-                        "<OUTPUT_DIR>/submitit")
-    parser.add_argument("--local", action="store_true", help="run on this machine under submitit's local executor "
-                        "(one node), to try a submission without Slurm")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command, as run for one process")
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    job = submit(command, args.nodes, args.gpus_per_node, args.time, args.partition, args.signal_delay, args.folder,
-                 args.tasks_per_node, args.cpus_per_task, args.max_requeues, args.local)
-    print(f"submitted job {job.job_id}: {args.nodes} node(s) x {args.gpus_per_node} GPU(s); logs in {job.paths.folder}")
-    return 0
-
+from pretrain.engine.slurm import main
 
 if __name__ == "__main__":
     sys.exit(cli_main(main))

@@ -1,25 +1,12 @@
 #!/usr/bin/env python
 """Train / evaluate Mask R-CNN with a DSPNet DN backbone (detectron2's usual flags).
 
-    python tools/train_net.py --config-file configs/detection/mask_rcnn_resnet_w1.0_d2222_FPN_2x_syncbn.yaml \\
-        --num-gpus 8 MODEL.WEIGHTS resnet18.pkl
-    python tools/train_net.py --config-file configs/detection/mask_rcnn_demo.yaml     # CPU demo
-    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/.../model_final.pth
-
-The demo datasets (dspnet_demo_train / dspnet_demo_val) are registered from --demo-root and
-generated there first if missing. Final COCO metrics are also written to OUTPUT_DIR/final_results.json.
-The trainer is dspnet_d2.d2.train's, which the pipeline (python -m pretrain.pipeline) also runs.
+The command is ``python -m dspnet_d2.d2.train_net`` (it also runs from an installed package); --help says more.
 """
 import sys
 
+from dspnet_d2.d2.train_net import main
 from dspnet_d2.errors import cli_main
 
-try:
-    from dspnet_d2.d2.train import argument_parser, run
-except ImportError as err:  # reported as the other commands report a user's mistake
-    print(f"error: tools/train_net.py: {err}", file=sys.stderr)
-    sys.exit(2)
-
 if __name__ == "__main__":
-    args = argument_parser().parse_args()
-    sys.exit(cli_main(lambda: run(args)))
+    sys.exit(cli_main(main))

@@ -14,7 +14,7 @@ require_detectron2("dspnet_d2.d2.checkpoint")
 
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 
-from ..convert import D2_PREFIX  # noqa: E402
+from ..deploy.convert import D2_PREFIX  # noqa: E402
 from ..weights import slice_state_dict  # noqa: E402
 
 logger = logging.getLogger(__name__)

@@ -6,9 +6,9 @@ import json
 import os
 import sys
 import weakref
+from pathlib import Path
 
 import torch
-from pathlib import Path
 
 from . import require_detectron2
 
@@ -21,8 +21,15 @@ from detectron2.evaluation import COCOEvaluator  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
 from ..errors import MissingFileError  # noqa: E402
-from ..stopping import (DEFAULT_STOP_SIGNALS, EXIT_PREEMPTED, ForwardToChildren, Preempted, StopSignals,  # noqa: E402
-                        clear_stop_marker, write_stop_marker)
+from ..stopping import (  # noqa: E402
+    DEFAULT_STOP_SIGNALS,
+    EXIT_PREEMPTED,
+    ForwardToChildren,
+    Preempted,
+    StopSignals,
+    clear_stop_marker,
+    write_stop_marker,
+)
 from .checkpoint import DSPNetCheckpointer  # noqa: E402
 from .config import add_dspnet_config  # noqa: E402
 from .data import build_resumable_train_loader  # noqa: E402
@@ -45,6 +52,10 @@ class Trainer(DefaultTrainer):
                 hook.checkpointer = self.checkpointer
         if stop is not None:
             self.register_hooks([StopHook(stop, cfg.OUTPUT_DIR)])
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return COCOEvaluator(dataset_name, output_dir=output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -92,17 +103,13 @@ class StopHook(hooks.HookBase):
         comm.synchronize()
         raise TrainingStopped(stopped)
 
-    @classmethod
-    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        return COCOEvaluator(dataset_name, output_dir=output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
-
 
 def register_demo(root: str) -> None:
     """Register the demo COCO data under ``root`` (generated there first if missing) as
     dspnet_demo_train / dspnet_demo_val."""
     from detectron2.data import DatasetCatalog
 
-    from ..demo_data import make_demo_dataset
+    from ..demo.data import make_demo_dataset
 
     if DEMO_DATASETS[0] in DatasetCatalog.list():
         return

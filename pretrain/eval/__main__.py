@@ -11,7 +11,7 @@ import sys
 
 from dspnet_d2.errors import MissingFileError, cli_main
 
-from ..distributed import shutdown
+from ..engine.distributed import shutdown
 from .config import load_eval_cfg
 from .runner import Evaluation
 

@@ -12,8 +12,8 @@ from tqdm import tqdm
 from dspnet_d2.stopping import Preempted, StopSignals
 from dspnet_d2.weights import save_atomic
 
-from ..distributed import is_main_process, world_size
-from ..features import evaluate_classifier
+from ..engine.distributed import is_main_process, world_size
+from ..monitor.features import evaluate_classifier
 
 
 class Classifier(nn.Module):

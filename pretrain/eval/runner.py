@@ -13,19 +13,24 @@ from torch.utils.data import DataLoader
 from dspnet_d2.complexity import dn_complexity
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.families import build_static_dn
-from dspnet_d2.stopping import (DEFAULT_STOP_SIGNALS, Preempted, ShieldedWorkerInit, StopSignals, clear_stop_marker,
-                               write_stop_marker)
+from dspnet_d2.images import ImageFolderIO, LabelledImages, SeededLabelledImages, eval_transform
+from dspnet_d2.recalibration import recalibrate_on_images
+from dspnet_d2.stopping import (
+    DEFAULT_STOP_SIGNALS,
+    Preempted,
+    ShieldedWorkerInit,
+    StopSignals,
+    clear_stop_marker,
+    write_stop_marker,
+)
 from dspnet_d2.weights import read_weights
 
-from ..folder import ImageFolderIO, LabelledImages, SeededLabelledImages
-from ..sampler import ResumableSampler
-from ..transforms import eval_transform
-from ..recalibration import recalibrate_on_images
-from ..distributed import setup_distributed
+from ..data.sampler import ResumableSampler
+from ..engine.distributed import setup_distributed
+from ..monitor.features import extract_features, make_loader, topk_accuracy
+from ..monitor.knn import knn_scores
+from ..monitor.report import write_report
 from .classifier import Classifier, train_classifier
-from ..features import extract_features, make_loader, topk_accuracy
-from ..knn import knn_scores
-from ..report import write_report
 from .data import train_transform
 from .subsets import draw_balanced, read_list_file, write_list_file
 from .weights import read_initial_weights

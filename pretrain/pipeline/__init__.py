@@ -4,10 +4,10 @@
 
   1. pretrain   DSPNet pretraining (python -m pretrain)
   2. knn        kNN top-1 of every DN: pretrained, the weights the run started from, random inits
-  3. convert    the supernet to one detectron2 .pkl holding every DN (tools/convert_to_d2.py)
+  3. convert    the supernet to one detectron2 .pkl holding every DN (python -m dspnet_d2.deploy.convert_to_d2)
   4. detection  Mask R-CNN for each DN of DETECTION.DNS, from the DSPNet weights and from random init
-                (tools/train_net.py: dspnet_d2.d2.train's trainer)
-  5. ap_table   the AP^bb / AP^mk table and plot of both series (tools/report.py)
+                (python -m dspnet_d2.d2.train_net)
+  5. ap_table   the AP^bb / AP^mk table and plot of both series (python -m dspnet_d2.detection_report)
   6. pictures   detectron2's Visualizer on val images, every model next to the ground truth, one PNG a DN
   7. report     OUTPUT_DIR/report.md: every table and picture, and each stage's time
 

@@ -28,12 +28,12 @@ _C.KNN.OPTS = []  # its KEY VALUE overrides; its OUTPUT_DIR is <OUTPUT_DIR>/knn
 _C.KNN.LAUNCHER = ""  # as PRETRAIN.LAUNCHER
 
 _C.DETECTION = CN()
-_C.DETECTION.CONFIG_FILE = "configs/detection/mask_rcnn_demo.yaml"  # tools/train_net.py's config
+_C.DETECTION.CONFIG_FILE = "configs/detection/mask_rcnn_demo.yaml"  # python -m dspnet_d2.d2.train_net's config
 _C.DETECTION.DNS = []  # DNs to train Mask R-CNN for; [] = the smallest and the largest pretrained DN
 _C.DETECTION.INITS = ["dspnet", "random"]  # dspnet: the converted supernet .pkl; random: no weights
 _C.DETECTION.OPTS = []  # KEY VALUE overrides of every run; each run's OUTPUT_DIR is detection/<init>_<dn>
-_C.DETECTION.NUM_GPUS = 1  # tools/train_net.py --num-gpus
-_C.DETECTION.DEMO_ROOT = "datasets/demo"  # tools/train_net.py --demo-root (the demo COCO datasets)
+_C.DETECTION.NUM_GPUS = 1  # python -m dspnet_d2.d2.train_net --num-gpus
+_C.DETECTION.DEMO_ROOT = "datasets/demo"  # python -m dspnet_d2.d2.train_net --demo-root (the demo COCO datasets)
 
 _C.PICTURES = CN()
 _C.PICTURES.DATASET = "dspnet_demo_val"  # a registered detectron2 dataset (coco_2017_val for COCO)

@@ -11,17 +11,15 @@ import time
 from dspnet_d2.dn import largest_dn, parse_dn, smallest_dn
 from dspnet_d2.errors import ExistingFileError, InvalidInputError, MissingFileError, UserError
 
-from ..checkpoint import latest_checkpoint
 from ..config import load_cfg, merge_cfg, parse_dns
+from ..engine.checkpoint import latest_checkpoint
+from ..engine.preemption import EXIT_PREEMPTED, FORWARDED_SIGNALS, ForwardedChild, StopSignals
 from ..eval.config import get_eval_cfg
-from ..preemption import EXIT_PREEMPTED, FORWARDED_SIGNALS, ForwardedChild, StopSignals
 from .config import CHEAP_STAGES, SERIES, STAGES, STATE_FILE
 from .report import print_summary, write_report
 
 __all__ = ["Pipeline", "StageFailed", "StageInterrupted"]
 
-# the package's commands that are tools/ scripts; found beside the package in a checkout (README's install)
-TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools")
 
 
 def strings(opts) -> list[str]:
@@ -148,7 +146,7 @@ class Pipeline:
 
     def stage_pretrain(self) -> str:
         if self.cfg.DEMO_DATA:
-            from dspnet_d2.demo_data import make_demo_dataset
+            from dspnet_d2.demo.data import make_demo_dataset
 
             make_demo_dataset(self.cfg.DEMO_DATA)  # returns at once when it is there
         command = self.python(self.cfg.PRETRAIN.LAUNCHER) + [
@@ -164,7 +162,7 @@ class Pipeline:
         return self.execute("knn", [command], [os.path.join(self.paths["knn"], "results.md")])
 
     def stage_convert(self) -> str:
-        command = [sys.executable, os.path.join(TOOLS, "convert_to_d2.py"), self.final_checkpoint(), "--supernet",
+        command = [sys.executable, "-m", "dspnet_d2.deploy.convert_to_d2", self.final_checkpoint(), "--supernet",
                    "-o", self.paths["pkl"]]
         return self.execute("convert", [command], [self.paths["pkl"]])
 
@@ -180,7 +178,7 @@ class Pipeline:
         runs = self.detection_runs()
         for (init, dn), run_dir in tqdm(runs.items(), desc="Mask R-CNN runs", unit="run", file=sys.stdout):
             print(f"\n--- Mask R-CNN {dn}, {SERIES[init]} ---", flush=True)
-            command = [sys.executable, os.path.join(TOOLS, "train_net.py"), "--config-file",
+            command = [sys.executable, "-m", "dspnet_d2.d2.train_net", "--config-file",
                        self.cfg.DETECTION.CONFIG_FILE, "--resume", "--num-gpus", str(self.cfg.DETECTION.NUM_GPUS),
                        "--demo-root", self.cfg.DETECTION.DEMO_ROOT, *strings(self.cfg.DETECTION.OPTS),
                        "MODEL.DSPNET.DN", dn, "MODEL.WEIGHTS", self.paths["pkl"] if init == "dspnet" else "",
@@ -190,7 +188,7 @@ class Pipeline:
         return f"ran {ran} of {len(runs)} runs" if ran else "done before, skipped"
 
     def stage_ap_table(self) -> str:
-        command = [sys.executable, os.path.join(TOOLS, "report.py"),
+        command = [sys.executable, "-m", "dspnet_d2.detection_report",
                    *[f"{SERIES[init]}={d}" for (init, _), d in self.detection_runs().items()], "-o", self.paths["ap_table"]]
         return self.execute("ap_table", [command], [os.path.join(self.paths["ap_table"], "detection.md")])
 
@@ -200,7 +198,7 @@ class Pipeline:
         commands = []
         for dn in self.detection_dns:
             runs = [f"{SERIES[init]}={d}" for (init, d_dn), d in self.detection_runs().items() if d_dn == dn]
-            commands.append([sys.executable, os.path.join(TOOLS, "draw_predictions.py"), *runs, "--dataset",
+            commands.append([sys.executable, "-m", "dspnet_d2.d2.draw_predictions", *runs, "--dataset",
                              self.cfg.PICTURES.DATASET, "--demo-root", self.cfg.DETECTION.DEMO_ROOT, "-n",
                              str(self.cfg.PICTURES.NUM_IMAGES), "--score-threshold", str(self.cfg.PICTURES.SCORE_THRESHOLD),
                              "-o", self.picture(dn)])

@@ -12,19 +12,18 @@ from dspnet_d2.complexity import dn_complexity
 from dspnet_d2.dn import largest_dn
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.families import get_family
+from dspnet_d2.images import ImageFolderIO, LabelledImages, SeededLabelledImages, eval_transform
+from dspnet_d2.recalibration import recalibrate_on_images
 from dspnet_d2.slim.ops import configure_norms
-from dspnet_d2.weights import SUPERVISED_FORMAT, describe, save_dn_file, static_dn
 from dspnet_d2.stopping import ShieldedWorkerInit
+from dspnet_d2.weights import SUPERVISED_FORMAT, describe, save_dn_file, static_dn
 
 from ..config import parse_dns
-from ..folder import ImageFolderIO, LabelledImages, SeededLabelledImages
-from ..sampler import ResumableSampler
-from ..transforms import eval_transform
-from ..features import evaluate_classifier, make_loader
-from ..loop import ResumableRun, per_dn_means
-from ..metrics import build_metric_writer
-from ..recalibration import recalibrate_on_images
-from ..report import write_report
+from ..data.sampler import ResumableSampler
+from ..engine.loop import ResumableRun, per_dn_means
+from ..engine.metrics import build_metric_writer
+from ..monitor.features import evaluate_classifier, make_loader
+from ..monitor.report import write_report
 from .config import regularizers, validate_supervised_cfg
 from .data import supervised_transform
 from .method import load_init, sandwich_order, train_subnets

@@ -34,10 +34,10 @@ import torchvision
 from PIL import Image, ImageFilter
 from torchvision import transforms as T
 
-from dspnet_d2.demo_data import write_photo_like_jpegs
-from pretrain.augment import BYOLViews, normalize_views
-from pretrain.folder import ImageFolderIO
-from pretrain.transforms import GaussianBlurPIL, byol_transforms
+from dspnet_d2.demo.fixtures import write_photo_like_jpegs
+from dspnet_d2.images import ImageFolderIO
+from pretrain.data.augment import BYOLViews, normalize_views
+from pretrain.data.transforms import GaussianBlurPIL, byol_transforms
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 BASELINE, REFERENCE, DEFAULT = "2 after the blur fix (PIL blur)", "3 solo-learn-style reference", "6 + JPEG draft (default)"

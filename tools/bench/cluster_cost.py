@@ -36,7 +36,7 @@ class WithProbe:
 
 
 def attach_probe(trainer, classes: int):
-    from pretrain.probe import LinearProbes
+    from pretrain.monitor.probe import LinearProbes
 
     encoder = trainer.method.online.encoder
     dims = {str(dn): encoder.channels(dn)["pooled"] for dn in trainer.method.dns}

@@ -20,7 +20,8 @@ import torch
 from torchvision.models import mobilenet_v3_large, resnet18, resnet34
 
 from dspnet_d2 import build_supernet, export_dn, parse_dn
-from dspnet_d2.selection.measure import RUNTIMES, Settings, deploy, time_interleaved
+from dspnet_d2.deploy.selection import RUNTIMES, Settings, time_interleaved
+from dspnet_d2.deploy.selection.runners import deploy
 
 TORCHVISION_TWINS = {"resnet_w1.0_d2222": resnet18, "resnet_w1.0_d3463": resnet34}
 

@@ -38,6 +38,7 @@ BYOL, DSPNET, ENGINE, PLAIN = "mbv3_w1.0", "mbv3_s5", "engine BYOL, plain BN", "
 def step_flops(dns_sampled: list[list[str]], full: str, resolution: int, proj_hidden: int, proj_dim: int) -> float:
     """Mean FLOPs of a step: target fwd of both views + each sub-network's fwd+bwd (3x fwd) of both views."""
     import torch
+
     from dspnet_d2.complexity import count_flops
     from dspnet_d2.families import build_static_dn
 
@@ -60,9 +61,10 @@ def step_flops(dns_sampled: list[list[str]], full: str, resolution: int, proj_hi
 
 def build_trainer(dns: str, n: int, args, out: str, momentum_bn: bool = True):
     import torch
+
+    from dspnet_d2.demo.data import make_demo_dataset
     from pretrain.config import load_cfg
-    from dspnet_d2.demo_data import make_demo_dataset
-    from pretrain.engine import Trainer
+    from pretrain.engine.trainer import Trainer
 
     data = make_demo_dataset(os.path.join(tempfile.gettempdir(), "dspnet_bench_data"), train_per_class=8,
                              val_per_class=1, coco_train_images=1, coco_val_images=1)
@@ -85,8 +87,9 @@ class PlainBYOL:
     def __init__(self, args):
         import torch
         from torch import nn
+
         from dspnet_d2.families import build_static_dn
-        from pretrain.optim import LARS, lars_param_groups
+        from pretrain.engine.optim import LARS, lars_param_groups
 
         torch.manual_seed(0)
         self.device = torch.device(args.device)
@@ -108,6 +111,7 @@ class PlainBYOL:
 
     def train_step(self, view1, view2):
         import torch
+
         from pretrain.method import byol_loss
 
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -144,7 +148,7 @@ def run_variant(dns: str, n: int, args) -> dict:
     """Runs in its own process, so the peak memory is this variant's alone."""
     import torch
 
-    from dspnet_d2.selection.measure import reset_peak_rss, status_bytes
+    from dspnet_d2.deploy.selection.memory import reset_peak_rss, status_bytes
 
     rss_base = reset_peak_rss()  # after imports, before the model
     with tempfile.TemporaryDirectory() as out:
@@ -187,7 +191,7 @@ def _interleaved(runners: dict, args) -> dict[str, float]:
 
 
 def measure(args, dns: str, n: int) -> dict:
-    from dspnet_d2.selection.measure import MMAP_THRESHOLD
+    from dspnet_d2.deploy.selection.memory import MMAP_THRESHOLD
 
     cmd = [sys.executable, __file__, "--variant", dns, "--n", str(n)] + _flags(args)
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD}
@@ -265,9 +269,9 @@ def report(args) -> None:
 
 def _sampled_for_flops(dns: str, n: int, draws: int = 200) -> tuple[list[list[str]], str]:
     """The sub-networks the sandwich draws over ``draws`` steps (as the trainer draws them) and the full DN."""
+    from dspnet_d2.dn import largest_dn
     from pretrain.config import parse_dns
     from pretrain.method import sample_subnets
-    from dspnet_d2.dn import largest_dn
 
     spec = parse_dns(dns)
     return [[str(d) for d in sample_subnets(spec, n, step, 0, False)] for step in range(draws)], str(largest_dn(spec))

@@ -1,0 +1,145 @@
+"""The commands behind tools/export_dn.py, tools/convert_to_d2.py and tools/select_dn.py: one DN of a checkpoint
+or exported file, its BN statistics recalibrated on an image folder when it shares the supernet's, written as a
+checked deployable file or a detectron2 .pkl; and the DN chosen for this machine, exported the same way.
+
+``usage_error`` is the tool's ``parser.error``, so an option that does not fit the weights is reported with the
+usage; ``convert_to_d2_pkl`` still takes the tool's parsed command line.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..errors import InvalidInputError
+from ..recalibration import (
+    RecalibrationOptions,
+    UsageError,
+    check_images_from_args,
+    check_recalibration_args,
+    images_from_args,
+    recalibrate_from_args,
+    report_usage_error,
+)
+from ..weights import read_weights, save_dn_file, static_dn
+from .convert import dn_backbone_state, save_d2_pkl, supernet_backbone_state, to_d2_model
+from .formats import (
+    ParityError,
+    check_batches,
+    check_deployed,
+    check_sizes,
+    export_onnx,
+    export_program,
+    export_torchscript,
+    require_deploy_extra,
+)
+from .selection import Budget, ExportRequest, Settings, select_dn
+
+__all__ = ["EXPORT_FORMATS", "export_dn_file", "convert_to_d2_pkl", "select_and_export_dn"]
+
+EXPORT_FORMATS = ("onnx", "torchscript", "pt2", "state_dict")
+
+
+def export_dn_file(source: str, output: str, fmt: str, dn: str | None = None, static_batch: int | None = None,
+                   dynamic_size: bool = False, classifier: bool = True,
+                   recalibration: RecalibrationOptions = RecalibrationOptions(),
+                   usage_error: UsageError | None = None) -> int:
+    """Write DN ``dn`` of ``source`` as ``fmt`` to ``output`` (tools/export_dn.py): ONNX and pt2 files of any
+    batch, or of ``static_batch`` only; TorchScript traced (any batch and size). The file is written under a
+    temporary name beside ``output`` and takes that name only once its check against the PyTorch model has
+    passed; a file that fails it is removed (an InvalidInputError). ``usage_error``: as
+    ``check_recalibration_args``."""
+    if fmt not in EXPORT_FORMATS:
+        raise InvalidInputError(f"unknown format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    if static_batch is not None and static_batch < 1:
+        report_usage_error(f"--static-batch takes a batch size of 1 or more, not {static_batch}", usage_error)
+    weights = read_weights(source)
+    model, dn = weights.model(dn, classifier=classifier)
+    check_recalibration_args(recalibration, weights.shares_bn, usage_error)
+    images = images_from_args(recalibration)
+    info = recalibrate_from_args(model, dn, recalibration, images)
+    model.eval()
+    resolution = recalibration.resolution or dn.info.eval_resolution
+    if fmt == "state_dict":
+        save_dn_file(output, dn, model.state_dict(), bn_recalibration=info, source=source)
+        print(f"wrote DN {dn} ({sum(p.numel() for p in model.parameters())} parameters) to {output}")
+        return 0
+    # a trace holds for any batch and size: these networks have no shape-dependent control flow
+    static_batch = None if fmt == "torchscript" else static_batch
+    batch = {"dynamic_batch": static_batch is None, "batch": static_batch or 2}
+    root, suffix = os.path.splitext(output)
+    unchecked = f"{root}.unchecked{suffix}"
+    try:
+        if fmt == "onnx":
+            require_deploy_extra()
+            export_onnx(model, unchecked, resolution, dynamic_size=dynamic_size, **batch)
+        elif fmt == "pt2":
+            export_program(model, unchecked, resolution, dynamic_size=dynamic_size, **batch)
+        else:
+            export_torchscript(model, unchecked, resolution)
+        sizes = check_sizes(resolution, dynamic_size or fmt == "torchscript")
+        real = check_images_from_args(images, recalibration, resolution)
+        worst = check_deployed(model, unchecked, fmt, sizes, static_batch, images=real)
+    except BaseException as err:  # no file under either name that has not passed its check
+        if os.path.exists(unchecked):
+            os.remove(unchecked)
+        if isinstance(err, ParityError):
+            raise InvalidInputError(f"{output} not written: {err}") from None
+        raise
+    os.replace(unchecked, output)
+    size = "any H x W" if dynamic_size else f"{resolution} x {resolution}"
+    shape = f"{static_batch or 'any'} x 3 x {size}" if fmt != "torchscript" else "traced: any batch and size"
+    checked = ", ".join(f"{h}x{w}" for h, w in sizes)
+    checked += f" and {len(real)} images of {recalibration.data_root}" if real is not None else ""
+    print(f"wrote DN {dn} as {fmt} ({shape}) to {output}; checked at batches {list(check_batches(static_batch))}, "
+          f"sizes {checked}: max |{fmt} - PyTorch| {worst:.1e} of the output's scale"
+          + (f"; BN recalibrated on {info['images']} images" if info else ""))
+    return 0
+
+
+def convert_to_d2_pkl(args: argparse.Namespace, usage_error: UsageError | None = None) -> int:
+    """Write DN ``args.dn`` of ``args.source`` (or, with ``args.supernet``, every DN of a pretraining
+    checkpoint) as a detectron2 .pkl to ``args.output`` (tools/convert_to_d2.py)."""
+    source = read_weights(args.source, allow_torchvision=True)
+    weights, dns = source.weights, source.dns
+    if args.supernet:
+        if dns is None or len(dns) < 2:
+            report_usage_error("--supernet needs a DSPNet pretraining checkpoint (several DNs)", usage_error)
+        state, top = supernet_backbone_state(weights, dns)
+        save_d2_pkl(args.output, to_d2_model(state), supernet=top)
+        print(f"wrote {len(state)} tensors of supernet {top} (DNs {', '.join(map(str, dns))}) to {args.output}")
+        return 0
+    dn = source.dn(args.dn)
+    recalibration = RecalibrationOptions.from_args(args)
+    check_recalibration_args(recalibration, source.shares_bn, usage_error)
+    note = ""
+    if args.data_root and not args.no_bn_recalibration:
+        model = static_dn(weights, dn)
+        info = recalibrate_from_args(model, dn, recalibration, images_from_args(recalibration))
+        weights = model.state_dict()
+        note = f", BN recalibrated on {info['images']} images at {info['resolution']} px (seed {info['seed']})"
+    state = dn_backbone_state(weights, dn)
+    save_d2_pkl(args.output, to_d2_model(state))
+    print(f"wrote {len(state)} tensors of DN {dn} to {args.output}{note}")
+    return 0
+
+
+def select_and_export_dn(sources: list[str], output_dir: str, results: list[str], budget: Budget,
+                         settings: Settings, rank_by: str | None = None, remeasure: bool = False,
+                         export: str | None = None, export_file: str | None = None, data_root: str | None = None,
+                         no_bn_recalibration: bool = False) -> int:
+    """``dspnet_d2.deploy.selection.select_dn`` with its table printed; with ``export`` (a format), the chosen DN
+    written by ``export_dn_file``, whose parity check runs (tools/select_dn.py)."""
+    if export is None and (export_file or data_root or no_bn_recalibration):
+        raise InvalidInputError("--export-file, --data-root and --no-bn-recalibration go with --export FORMAT")
+    request = export and ExportRequest(export, export_file, data_root, no_bn_recalibration)
+    selection = select_dn(sources, output_dir, results, rank_by=rank_by, export=request or None, remeasure=remeasure,
+                          budget=budget, settings=settings)
+    print(open(selection.paths["md"]).read())
+    print(selection.summary())
+    if request:
+        dn = selection.choice.dn  # exported at the resolution it was measured and ranked at
+        recalibration = RecalibrationOptions(data_root=data_root, no_bn_recalibration=no_bn_recalibration,
+                                             resolution=selection.row(dn)["resolution"])
+        return export_dn_file(selection.chosen.path, request.output(dn, output_dir), request.format, dn=dn,
+                              recalibration=recalibration)
+    return 0
