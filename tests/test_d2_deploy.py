@@ -7,9 +7,11 @@ import torch
 
 pytest.importorskip("detectron2")
 
-from dspnet_d2.d2.deploy import compare_fields, eager_fields, load_eval_model, model_input  # noqa: E402
+from dspnet_d2.d2.deploy import (compare_detections, eager_fields, load_eval_model, match_detections,  # noqa: E402
+                                  model_input)
+from dspnet_d2.deploy.formats import ParityError  # noqa: E402
 from dspnet_d2.d2.train import load_config, register_demo  # noqa: E402
-from dspnet_d2.demo_data import make_demo_dataset  # noqa: E402
+from dspnet_d2.demo.data import make_demo_dataset  # noqa: E402
 from dspnet_d2.errors import cli_main  # noqa: E402
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
@@ -66,6 +68,7 @@ def test_export_equals_the_eager_model_on_demo_images(dn, fmt, demo_root, tmp_pa
                                  "--demo-root", demo_root, "--num-images", 3, *opts], capsys)
     assert code == 0, err
     assert "equal to the eager model on 3 images of dspnet_demo_val" in out
+    assert out.count(" matched, max |diff| pred_boxes ") == 5  # each image's detections matched, then compared
     # independently of the adapter: every eager output tensor is among the exported model's outputs
     cfg = load_config(CONFIG, opts)
     model = load_eval_model(cfg)
@@ -82,14 +85,55 @@ def test_export_equals_the_eager_model_on_demo_images(dn, fmt, demo_root, tmp_pa
                        for t in traced), name
 
 
-def test_compare_fields_fails_on_a_different_output():
-    fields = {"pred_boxes": torch.rand(3, 4) * 100, "scores": torch.rand(3), "pred_classes": torch.tensor([0, 1, 2]),
-              "pred_masks": torch.rand(3, 1, 28, 28)}
-    assert compare_fields(fields, {k: v.clone() for k, v in fields.items()})["scores"] == 0.0
-    for name, change in (("pred_boxes", lambda t: t + 1), ("pred_classes", lambda t: t.flip(0)),
-                         ("pred_masks", lambda t: t[:2])):
-        with pytest.raises(AssertionError, match=name):
-            compare_fields(fields, {**fields, name: change(fields[name])})
+def detections(scores, classes, boxes) -> dict:
+    """Fields of detections as ``eager_fields`` gives them: boxes (x1, y1, x2, y2), masks made of each box's corner."""
+    boxes = torch.tensor(boxes, dtype=torch.float32)
+    masks = torch.stack([torch.full((1, 28, 28), float(b[0]) / 100) for b in boxes])
+    return {"pred_boxes": boxes, "scores": torch.tensor(scores), "pred_classes": torch.tensor(classes),
+            "pred_masks": masks}
+
+
+EAGER = detections([0.9, 0.6000001, 0.6, 0.3], [1, 2, 2, 0],
+                   [[10, 10, 50, 50], [60, 60, 90, 90], [5, 60, 30, 95], [40, 0, 70, 20]])
+
+
+def test_detections_matched_whatever_their_order():
+    swapped = {k: v[[0, 2, 1, 3]] for k, v in EAGER.items()}  # a near-tie of scores, sorted the other way
+    with pytest.raises(AssertionError):  # compared by position, the boxes of two detections differ by 55 px
+        torch.testing.assert_close(swapped["pred_boxes"], EAGER["pred_boxes"])
+    assert match_detections(EAGER, swapped) == [(0, 0), (1, 2), (2, 1), (3, 3)]
+    parity = compare_detections(EAGER, swapped)
+    assert parity.matched == 4 and parity.diffs == {"pred_boxes": 0.0, "scores": 0.0, "pred_masks": 0.0}
+    assert parity.swaps == 1 and parity.near_tie and 0 < parity.swap_gap < 2e-7
+    assert "1 pair(s) in the other order (a near-tie of scores 6.0e-08 apart)" in parity.describe()
+    moved = {**swapped, "pred_boxes": swapped["pred_boxes"] + torch.tensor([0.0, 0.0, 0.004, 0.0])}
+    assert compare_detections(EAGER, moved).diffs["pred_boxes"] == pytest.approx(0.004, rel=1e-3)  # within 1e-3 x 90
+
+
+def test_a_real_difference_is_named():
+    moved = {**EAGER, "pred_boxes": EAGER["pred_boxes"] + torch.tensor([0.0, 0.0, 2.0, 0.0])}
+    with pytest.raises(ParityError, match=r"pred_boxes of matched detections differ by up to 2.0e\+00"):
+        compare_detections(EAGER, moved)
+    rescored = {**EAGER, "scores": EAGER["scores"] + torch.tensor([0.0, 0.0, 0.0, 0.01])}
+    with pytest.raises(ParityError, match=r"^scores of matched detections differ by up to 1.0e-02"):
+        compare_detections(EAGER, rescored)
+    other_class = {**EAGER, "pred_classes": torch.tensor([1, 2, 2, 3])}  # no match: one detection on each side
+    with pytest.raises(ParityError, match=r"eager only: class 0, score 0.3000; exported only: class 3, score 0.3000"):
+        compare_detections(EAGER, other_class)
+
+
+def test_a_detection_at_a_cut_is_reported_not_failed():
+    extra = detections([*EAGER["scores"].tolist(), 0.0503], [*EAGER["pred_classes"].tolist(), 4],
+                       [*EAGER["pred_boxes"].tolist(), [0, 0, 9, 9]])
+    parity = compare_detections(EAGER, extra, score_thresh=0.05)  # eager's score of it fell just below 0.05
+    assert parity.one_sided == ["exported only: class 4, score 0.0503, at the score threshold 0.05"]
+    assert parity.one_sided[0] in parity.describe()
+    tied = {**EAGER, "scores": torch.tensor([0.9, 0.6000001, 0.3004, 0.3])}
+    full = {k: v[:3] for k, v in tied.items()}  # the exported output holds 3, its top-3 cut, and not the fourth
+    parity = compare_detections(tied, full, top_k=3)
+    assert parity.one_sided == ["eager only: class 0, score 0.3000, at the top-3 cut"]
+    with pytest.raises(ParityError, match="eager only: class 0, score 0.3000 "):
+        compare_detections(EAGER, {k: v[:3] for k, v in EAGER.items()}, top_k=3)  # 0.3 is no tie with 0.6
 
 
 def test_export_d2_needs_the_trained_weights(demo_root, tmp_path, capsys):
@@ -104,7 +148,7 @@ def coco_like(tmp_path_factory):
     from detectron2.data import DatasetCatalog
     from detectron2.data.datasets import register_coco_instances
 
-    from dspnet_d2.demo_data import write_coco_like
+    from dspnet_d2.demo.fixtures import write_coco_like
 
     root = tmp_path_factory.mktemp("coco_like")
     annotations = write_coco_like(root, "val")

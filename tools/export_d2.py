@@ -7,9 +7,12 @@ check the file against the eager model on real images.
 
 Writes OUTPUT/model.ts or OUTPUT/model.onnx, traced on the first image of the config's first test dataset;
 both take an image of any height and width. Then, for --num-images images of that dataset (each at its own
-size after the test resize) and the first one at two more sizes of other aspect ratios, the exported
-model's boxes, scores, classes and masks (R-CNN outputs before the resize to the original image size) must
-equal the eager model's within --atol/--rtol, else the command fails. Needs detectron2 (and onnxruntime for
+size after the test resize) and the first one at two more sizes of other aspect ratios, each eager detection
+is matched with the exported one of its class and box, whatever their order (scores that nearly tie may sort
+either way), and the matched boxes, scores and masks (R-CNN outputs before the resize to the original image
+size) must agree within --atol/--rtol; a detection of one output only passes when it lies at the score
+threshold or the top-k cut. Each image's line gives the largest differences, the pairs in the other order and
+the detections of one output only; anything else fails the command. Needs detectron2 (and onnxruntime for
 --format onnx).
 """
 import argparse

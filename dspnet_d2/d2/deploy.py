@@ -4,8 +4,10 @@ TorchScript or exported to ONNX, and compared with the eager model on real image
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 import torch
+from torchvision.ops import box_iou
 
 from . import require_detectron2
 
@@ -17,17 +19,21 @@ from detectron2.data import DatasetCatalog, detection_utils  # noqa: E402
 from detectron2.export import TracingAdapter  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
-from ..deploy import require_deploy_extra  # noqa: E402
+from ..deploy.formats import ParityError, require_deploy_extra  # noqa: E402
 from ..errors import MissingFileError  # noqa: E402
 from .train import load_config, register_demo  # noqa: E402
 
 __all__ = ["load_eval_model", "model_input", "tracing_adapter", "export_model", "eager_fields", "load_exported",
-           "size_variants", "exported_fields", "compare_fields", "export_and_check", "FIELDS"]
+           "size_variants", "exported_fields", "match_detections", "compare_detections", "Parity", "export_and_check",
+           "FIELDS"]
 
 # detectron2's STABLE_ONNX_OPSET_VERSION is 11, whose RoiAlign has no half-pixel mode: ROIAlignV2 (aligned=True,
 # every R-CNN head here) then exports as the old, shifted RoiAlign and the scores change. Opset 16 has it.
 ONNX_OPSET = 16
 FIELDS = ("pred_boxes", "scores", "pred_classes", "pred_masks")  # what the parity check compares
+# the least box IoU of an eager and an exported detection taken as the same one: the R-CNN's NMS (0.5 by default)
+# leaves no two detections of a class overlapping more, so no other detection can take a detection's place
+MATCH_IOU = 0.5
 
 
 def load_eval_model(cfg) -> torch.nn.Module:
@@ -100,7 +106,7 @@ def load_exported(path: str, fmt: str):
     """The exported file as a function of the image to its flat outputs (loaded once, run per image)."""
     if fmt == "torchscript":
         return torch.jit.load(path)
-    from ..deploy import onnx_session
+    from ..deploy.formats import onnx_session
 
     session = onnx_session(path)
     name = session.get_inputs()[0].name
@@ -113,21 +119,93 @@ def exported_fields(run, adapter: TracingAdapter, image: torch.Tensor) -> dict[s
     return _fields(adapter.outputs_schema(run(image))[0]["instances"])
 
 
-def compare_fields(expected: dict, got: dict, atol: float = 1e-3, rtol: float = 1e-3) -> dict[str, float]:
-    """Max |difference| per field; raises AssertionError when a field's shape or values differ."""
-    diffs = {}
-    for name in FIELDS:
-        a, b = expected[name], got[name]
-        if a.shape != b.shape:
-            raise AssertionError(f"{name}: exported shape {tuple(b.shape)} != eager {tuple(a.shape)}")
-        if name == "pred_classes":
-            if not torch.equal(a, b):
-                raise AssertionError("pred_classes differ")
-            diffs[name] = 0.0
-            continue
-        diffs[name] = (a.float() - b.float()).abs().max().item() if a.numel() else 0.0
-        torch.testing.assert_close(b.float(), a.float(), atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
-    return diffs
+def match_detections(expected: dict, got: dict, min_iou: float = MATCH_IOU) -> list[tuple[int, int]]:
+    """(eager index, exported index) of each detection found in both outputs, in eager order: the pairs of the
+    same class, highest box IoU first (at least ``min_iou``), each detection in one pair at most. Detections
+    whose scores nearly tie may come out of the two runtimes' sorts and NMS in either order; matching by box
+    compares each detection with itself."""
+    if not len(expected["scores"]) or not len(got["scores"]):
+        return []
+    iou = box_iou(expected["pred_boxes"].float(), got["pred_boxes"].float())
+    iou[expected["pred_classes"][:, None] != got["pred_classes"][None, :]] = -1.0
+    pairs, taken_eager, taken_exported = [], set(), set()
+    for k in iou.flatten().argsort(descending=True, stable=True).tolist():
+        i, j = divmod(k, iou.shape[1])
+        if iou[i, j] < min_iou:
+            break
+        if i not in taken_eager and j not in taken_exported:
+            pairs.append((i, j))
+            taken_eager.add(i)
+            taken_exported.add(j)
+    return sorted(pairs)
+
+
+@dataclass
+class Parity:
+    """What ``compare_detections`` found: the largest differences over matched detections, their order, and the
+    detections of one output only (each with where it lies)."""
+
+    diffs: dict[str, float]  # field -> max |eager - exported| over the matched detections
+    matched: int
+    swaps: int = 0  # pairs of matched detections in the other order
+    swap_gap: float = 0.0  # the largest eager score gap of a swapped pair
+    near_tie: bool = True  # every swapped pair's scores within the scores' tolerance
+    one_sided: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        text = f"{self.matched} matched, max |diff| " + ", ".join(f"{k} {v:.1e}" for k, v in self.diffs.items())
+        if self.swaps:
+            tie = "a near-tie of scores" if self.near_tie else "scores"
+            text += f"; {self.swaps} pair(s) in the other order ({tie} {self.swap_gap:.1e} apart)"
+        return text + "".join(f"; {line}" for line in self.one_sided)
+
+
+def _swaps(pairs: list[tuple[int, int]], scores: torch.Tensor) -> tuple[int, float]:
+    crossed = [(a, b) for a in pairs for b in pairs if a[0] < b[0] and a[1] > b[1]]
+    return len(crossed), max((abs(scores[a[0]] - scores[b[0]]).item() for a, b in crossed), default=0.0)
+
+
+def _one_sided(fields: dict, other: dict, index: int, side: str, score_thresh: float, top_k: int,
+               margin: float) -> tuple[str, bool]:
+    """A detection of one output only, in words, and whether it lies at a cut the other output may fall on the
+    other side of by rounding: the score threshold, or the top-k cut of a full other output (tied with the
+    lowest score it kept)."""
+    score = fields["scores"][index].item()
+    where = f"{side} only: class {fields['pred_classes'][index].item()}, score {score:.4f}"
+    if score - score_thresh <= margin:
+        return f"{where}, at the score threshold {score_thresh:g}", True
+    if len(other["scores"]) >= top_k and abs(score - other["scores"].min().item()) <= margin:
+        return f"{where}, at the top-{top_k} cut", True
+    return where, False
+
+
+def compare_detections(expected: dict, got: dict, atol: float = 1e-3, rtol: float = 1e-3, score_thresh: float = 0.05,
+                       top_k: int = 100) -> Parity:
+    """Match the eager model's detections (``expected``) with the exported file's (``got``) by class and box,
+    whatever their order, and compare the matched boxes, scores and masks within ``atol`` + ``rtol`` * |eager|.
+    A detection of one output only passes when it lies at the score threshold or the top-k cut within the
+    tolerance. Raises ParityError saying what differs; returns the ``Parity``."""
+    pairs = match_detections(expected, got)
+    eager, exported = (torch.tensor([p[k] for p in pairs], dtype=torch.long) for k in (0, 1))
+    diffs, failures = {}, []
+    for name in ("pred_boxes", "scores", "pred_masks"):
+        a, b = expected[name][eager].float(), got[name][exported].float()
+        diff = (a - b).abs()
+        diffs[name] = diff.max().item() if diff.numel() else 0.0
+        if (diff > atol + rtol * a.abs()).any():
+            failures.append(f"{name} of matched detections differ by up to {diffs[name]:.1e}")
+    swaps, gap = _swaps(pairs, expected["scores"])
+    parity = Parity(diffs, len(pairs), swaps, gap, near_tie=gap <= atol + rtol)  # scores are at most 1
+    margin = atol + rtol * score_thresh
+    for fields, other, side, taken in ((expected, got, "eager", eager), (got, expected, "exported", exported)):
+        for index in sorted(set(range(len(fields["scores"]))) - set(taken.tolist())):
+            line, at_cut = _one_sided(fields, other, index, side, score_thresh, top_k, margin)
+            parity.one_sided.append(line)
+            if not at_cut:
+                failures.append(line)
+    if failures:
+        raise ParityError("; ".join(failures) + f" ({parity.describe()})")
+    return parity
 
 
 def export_and_check(config_file: str, fmt: str, output_dir: str, opts=(), num_images: int = 4, atol: float = 1e-3,
@@ -152,11 +230,14 @@ def export_and_check(config_file: str, fmt: str, output_dir: str, opts=(), num_i
     run = load_exported(path, fmt)
     names = [os.path.basename(r["file_name"]) for r in records]
     checks = list(zip(names, images)) + [(f"{names[0]} resized", v) for v in size_variants(images[0])]
+    cuts = {"score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, "top_k": cfg.TEST.DETECTIONS_PER_IMAGE}
     for name, image in checks:
         expected = eager_fields(model, image)
-        diffs = compare_fields(expected, exported_fields(run, adapter, image), atol, rtol)
-        print(f"{name} ({image.shape[1]}x{image.shape[2]}): {len(expected['scores'])} detections, max |diff| "
-              + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
+        try:
+            parity = compare_detections(expected, exported_fields(run, adapter, image), atol, rtol, **cuts)
+        except ParityError as err:
+            raise ParityError(f"{name} ({image.shape[1]}x{image.shape[2]}): {err}") from None
+        print(f"{name} ({image.shape[1]}x{image.shape[2]}): {len(expected['scores'])} detections, {parity.describe()}")
     sizes = sorted({tuple(image.shape[1:]) for _, image in checks})
     print(f"wrote {path}: equal to the eager model on {len(images)} images of {cfg.DATASETS.TEST[0]} at "
           f"{len(sizes)} sizes ({', '.join(f'{h}x{w}' for h, w in sizes)})")
