@@ -18,7 +18,7 @@ from pretrain_utils import ROOT, assert_equal_states, descendants, tiny_command_
 from pretrain.engine.preemption import EXIT_PREEMPTED
 
 WORKERS = "2"  # configs/pretrain/demo.yaml's DATA.NUM_WORKERS
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.rehearsal
 
 
 @pytest.fixture(scope="module")

