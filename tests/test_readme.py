@@ -193,8 +193,6 @@ def module_exists(name: str) -> bool:
     return spec is not None
 
 
-@pytest.mark.xfail(strict=False, reason="the docs name the command modules of the package layout being moved "
-                   "into place (e.g. dspnet_d2.d2.export_d2); remove this mark once they all exist")
 def test_every_command_runs_an_existing_module_or_script():
     missing = sorted({f"{page}: {cmd.target}" for page, cmd in all_commands()
                       if not (module_exists(cmd.target) if cmd.is_module else (ROOT / cmd.target).is_file())})
