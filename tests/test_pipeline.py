@@ -160,16 +160,22 @@ def test_killed_mid_pretraining_resumes_to_the_same_outputs_and_finishes(tiny):
     assert "$ " not in again.stdout  # no command was run
 
 
-@pytest.mark.slow
-def test_sigterm_interrupts_the_running_stage_with_its_checkpoint_and_the_rerun_resumes(tiny):
-    tmp, out = tiny["tmp"], tiny["tmp"] / "signalled"
-    config = tiny_config(tmp / "signalled.yaml", tiny["data"], out, workers=2)  # the demo recipe's workers
-    env = pipeline_env(tmp, block_detectron2=True)
+def _start_until_checkpoint_3(config, env, out) -> subprocess.Popen:
+    """The pipeline started in the background, once its pretraining has written the checkpoint of step 3."""
     proc = subprocess.Popen([sys.executable, "-m", "pretrain.pipeline", "--config-file", config], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not (out / "pretrain" / "checkpoint_00000003.pth").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.slow
+def test_sigterm_interrupts_the_running_stage_with_its_checkpoint_and_the_rerun_resumes(tiny):
+    tmp, out = tiny["tmp"], tiny["tmp"] / "signalled"
+    config = tiny_config(tmp / "signalled.yaml", tiny["data"], out, workers=2)  # the demo recipe's workers
+    env = pipeline_env(tmp, block_detectron2=True)
+    proc = _start_until_checkpoint_3(config, env, out)
     proc.send_signal(signal.SIGTERM)  # the pipeline alone: it passes the signal on to the pretraining
     stdout, _ = proc.communicate(timeout=300)
     assert proc.returncode == EXIT_PREEMPTED
@@ -206,11 +212,7 @@ def test_sigusr1_stops_every_rank_of_a_torchrun_stage_and_the_rerun_resumes_it(t
     launcher = f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node 2"
     config = tiny_config(tmp / "torchrun.yaml", tiny["data"], out, workers=2, launcher=launcher)
     env = pipeline_env(tmp, block_detectron2=True)
-    proc = subprocess.Popen([sys.executable, "-m", "pretrain.pipeline", "--config-file", config], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not (out / "pretrain" / "checkpoint_00000003.pth").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    proc = _start_until_checkpoint_3(config, env, out)
     stage = _processes_naming(str(out / "pretrain"))
     assert len(stage) >= 1 + 2 + 2 * 2  # torchrun, its 2 ranks and their loader workers
     proc.send_signal(signal.SIGUSR1)
