@@ -170,7 +170,7 @@ def _start_until_checkpoint_3(config, env, out) -> subprocess.Popen:
     return proc
 
 
-@pytest.mark.slow
+@pytest.mark.rehearsal
 def test_sigterm_interrupts_the_running_stage_with_its_checkpoint_and_the_rerun_resumes(tiny):
     tmp, out = tiny["tmp"], tiny["tmp"] / "signalled"
     config = tiny_config(tmp / "signalled.yaml", tiny["data"], out, workers=2)  # the demo recipe's workers

@@ -64,7 +64,7 @@ def _stopped_step(output_dir) -> int:
     return int(found[-1])
 
 
-@pytest.mark.slow
+@pytest.mark.rehearsal
 def test_sigterm_stops_supervised_training_at_its_step_and_resumes_exactly(data_root, tmp_path):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     command = [sys.executable, "-m", "pretrain.supervised"]
@@ -117,6 +117,7 @@ def _stalled_worker(rank, port, data_root, output_dir, stall_s):
     (output_dir / f"status_{rank}").write_text(json.dumps([status, time.time()]))
 
 
+@pytest.mark.rehearsal
 def test_a_rank_that_hangs_ends_the_others_within_the_timeout_naming_rank_and_step(data_root, tmp_path):
     import torch.multiprocessing as mp
 

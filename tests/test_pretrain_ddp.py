@@ -111,7 +111,7 @@ def test_ddp_gradients_equal_single_process_in_float64(tmp_path):
     assert float(result.read_text()) < 1e-10
 
 
-@pytest.mark.slow
+@pytest.mark.rehearsal
 def test_killed_run_restarts_from_its_checkpoint_to_the_same_weights(data_root, tmp_path):
     args_straight = _args(data_root, tmp_path / "straight", "SOLVER.EPOCHS", "3")
     args_killed = _args(data_root, tmp_path / "killed", "SOLVER.EPOCHS", "3")

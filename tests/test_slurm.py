@@ -58,7 +58,7 @@ def _tasks(controller_pid: int) -> list[int]:
         return [int(pid) for pid in f.read().split()]
 
 
-@pytest.mark.slow
+@pytest.mark.rehearsal
 def test_a_local_two_task_job_stops_at_the_time_limit_signal_is_requeued_and_resumes(tmp_path, monkeypatch):
     data_root = tiny_data(tmp_path / "data")
     out = tmp_path / "run"
