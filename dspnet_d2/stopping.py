@@ -169,12 +169,7 @@ def shield_worker() -> None:
 
 
 class ShieldedWorkerInit:
-    """A loader's ``worker_init_fn``: ``shield_worker``, then ``then(worker_id)`` if given (picklable)."""
-
-    def __init__(self, then=None):
-        self.then = then
+    """A loader's ``worker_init_fn`` that runs ``shield_worker`` (a picklable object, for any start method)."""
 
     def __call__(self, worker_id: int) -> None:
         shield_worker()
-        if self.then is not None:
-            self.then(worker_id)
