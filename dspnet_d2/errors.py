@@ -9,7 +9,11 @@ import sys
 from typing import Callable
 
 __all__ = ["UserError", "InvalidInputError", "MissingFileError", "ExistingFileError", "MissingDependencyError",
-           "cli_main"]
+           "EXIT_PREEMPTED", "Preempted", "cli_main"]
+
+# sysexits.h's EX_TEMPFAIL, "a temporary failure; the user is invited to retry": the checkpoint of the step
+# the run stopped at is written, and the same command resumes from it (requeue the job on this status)
+EXIT_PREEMPTED = 75
 
 
 class UserError(Exception):
@@ -32,6 +36,17 @@ class MissingDependencyError(UserError, ImportError):
     """An optional dependency a command needs is not installed (detectron2, OpenCV, ONNX Runtime)."""
 
 
+class Preempted(Exception):
+    """The run stopped on a signal after writing the checkpoint of the step it had reached."""
+
+    def __init__(self, signal_name: str, step: int, output_dir: str, seconds: float | None = None,
+                 where: str | None = None):
+        after = f" ({seconds:.1f} s after the signal)" if seconds is not None else ""
+        super().__init__(f"stopped by {signal_name} after {where or f'step {step}'}{after}; its checkpoint is in "
+                         f"{output_dir}. Exit status {EXIT_PREEMPTED}: run the same command again to resume")
+        self.signal_name, self.step = signal_name, step
+
+
 def one_line(message: str) -> str:
     """``message`` on one line: each line break becomes "; ", or a space after a full stop or colon."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
@@ -43,12 +58,10 @@ def one_line(message: str) -> str:
 
 def cli_main(main: Callable[[], "int | None"]) -> int:
     """Run a command's ``main``; a UserError ends it with ``error: <message>`` on stderr and status 2, a stop
-    signal after its checkpoint (``dspnet_d2.stopping.Preempted``) with one line and status 75.
+    signal after its checkpoint (``Preempted``) with one line and status 75.
 
     Any other exception is a bug and propagates with its traceback.
     """
-    from .stopping import EXIT_PREEMPTED, Preempted  # stopping imports this module
-
     try:
         return main() or 0
     except UserError as err:

@@ -96,18 +96,26 @@ class LabelledImages(Dataset):
         return len(self.indices)
 
     def __getitem__(self, position: int):
-        for offset in range(len(self.indices)):
-            index = self.indices[(position + offset) % len(self.indices)]
-            image = self.images.load(index)
-            if image is not None:
-                return self.transform(image), self.images.samples[index][1], position
-        raise RuntimeError(f"no readable image in {self.images.root}")
+        image, index, _ = _load_selected(self.images, self.indices, position)
+        return self.transform(image), self.images.samples[index][1], position
+
+
+def _load_selected(images: ImageFolderIO, indices: list[int], position: int):
+    """The image at ``indices[position]``, or the next readable one of ``indices`` (never one outside them):
+    ``(image, its index, images skipped)``."""
+    for offset in range(len(indices)):
+        index = indices[(position + offset) % len(indices)]
+        image = images.load(index)
+        if image is not None:
+            return image, index, offset
+    raise RuntimeError(f"no readable image among the {len(indices)} selected in {images.root}")
 
 
 class SeededLabelledImages(Dataset):
     """``(augmented image, label, images skipped)`` for the ``(position, seed)`` items of ``ResumableSampler``
     (``position`` in ``indices``, all images by default): each image's augmentation is seeded, so a resumed run
-    sees exactly the batches of an uninterrupted one."""
+    sees exactly the batches of an uninterrupted one. An unreadable image is replaced by the next readable one of
+    ``indices``, so a 1% or 10% protocol never trains on an image outside its subset."""
 
     def __init__(self, images: ImageFolderIO, transform, indices: list[int] | None = None):
         self.images, self.transform = images, transform
@@ -118,9 +126,9 @@ class SeededLabelledImages(Dataset):
 
     def __getitem__(self, item: tuple[int, int]):
         position, seed = item
-        image, index, skipped = load_readable(self.images, self.indices[position])
+        image, index, skipped = _load_selected(self.images, self.indices, position)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # the CPU's alone: the GPUs' are not this image's
             return self.transform(image), self.images.samples[index][1], skipped
 
 

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from .errors import InvalidInputError
 from .images import ImageFolderIO, LabelledImages, eval_transform
-from .stopping import ShieldedWorkerInit
+from .workers import ShieldedLoader
 
 __all__ = ["recalibrate_bn", "seeded_subset", "recalibration_loader", "recalibrate_on_images", "IMAGENET_MEAN",
            "IMAGENET_STD", "RecalibrationOptions", "add_recalibration_args", "check_recalibration_args",
@@ -79,8 +79,8 @@ def recalibration_loader(images: ImageFolderIO, transform, batch_size: int, num_
                          num_workers: int = 0) -> DataLoader:
     """Batches of a seeded random sample (without replacement) of ``num_batches x batch_size`` images."""
     indices = seeded_subset(len(images), num_batches * batch_size, seed)
-    return DataLoader(LabelledImages(images, transform, indices), batch_size=batch_size, shuffle=False,
-                      num_workers=num_workers, worker_init_fn=ShieldedWorkerInit())
+    return ShieldedLoader(LabelledImages(images, transform, indices), batch_size=batch_size, shuffle=False,
+                      num_workers=num_workers)
 
 
 def recalibrate_on_images(model: nn.Module, images: ImageFolderIO, resolution: int, batch_size: int,

@@ -1,36 +1,30 @@
-"""Stopping a long command cleanly on a scheduler's signal: the flag, the exit status, and loader workers that
-outlive the signal until their process has written its checkpoint.
+"""Stopping a long command cleanly on a scheduler's signal: the one stop protocol every long command uses
+(pretraining, supervised training, evaluation, detectron2 training), and the one class that passes a signal on.
 
 A cluster ends a job with a signal (Slurm: SIGTERM to every process of the job step on preemption, ``scancel`` or
 at the time limit; torchrun: SIGTERM to each worker's process group) and kills it seconds later. While a command
-trains, the stop signals only raise a flag; at the next step boundary the ranks reduce it (one integer, so all stop
-after the same step), the checkpoint of that step is written and the command exits with ``EXIT_PREEMPTED``.
-Running the same command again resumes from that checkpoint.
-
-Data-loader workers receive the same signal. PyTorch's workers die on a SIGTERM that does not come from their
-parent, and the loader then fails the step with "DataLoader worker ... is killed by signal"; ``shield_worker``
-(every loader's ``worker_init_fn``) makes them ignore stop signals from anyone but their parent.
+trains, the stop signals only raise a flag (``StopSignals``); at each step boundary ``StopProtocol.check`` reduces
+it across ranks (one integer, so all stop after the same step), has the checkpoint of that step written, writes
+``OUTPUT_DIR/stopped.json`` and raises ``Preempted``, which the command turns into exit status ``EXIT_PREEMPTED``.
+Running the same command again resumes from that checkpoint. The loader workers outlive the signal
+(``dspnet_d2.workers``).
 """
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import signal
 import threading
 import time
+from typing import Callable
 
 import torch
 import torch.distributed as dist
 
-from .errors import InvalidInputError
+from .errors import EXIT_PREEMPTED, InvalidInputError, Preempted
 
-__all__ = ["EXIT_PREEMPTED", "DEFAULT_STOP_SIGNALS", "Preempted", "StopSignals", "parse_signals", "SHIELDED_SIGNALS", "ShieldedWorkerInit", "ForwardToChildren",
-           "shield_worker", "STOP_MARKER", "write_stop_marker", "clear_stop_marker"]
-
-# sysexits.h's EX_TEMPFAIL, "a temporary failure; the user is invited to retry": the checkpoint of the step
-# the run stopped at is written, and the same command resumes from it (requeue the job on this status)
-EXIT_PREEMPTED = 75
+__all__ = ["EXIT_PREEMPTED", "DEFAULT_STOP_SIGNALS", "Preempted", "StopSignals", "StopProtocol", "ForwardSignals",
+           "parse_signals", "STOP_MARKER", "write_stop_marker", "clear_stop_marker"]
 
 # the signals a command stops on by default (pretraining's CHECKPOINT.SIGNALS, evaluation, detectron2 training)
 DEFAULT_STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
@@ -38,21 +32,6 @@ DEFAULT_STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
 # OUTPUT_DIR/STOP_MARKER exists while a run is stopped by a signal: a job script's way to tell a stop from a failure
 # where the launcher hides the exit status (torchrun exits 1 after a signal, whatever its ranks returned)
 STOP_MARKER = "stopped.json"
-
-# what a scheduler or launcher stops a job with: torchrun relays TERM, INT, HUP and QUIT; Slurm's --signal
-# may choose USR1 or USR2
-SHIELDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-
-
-class Preempted(Exception):
-    """The run stopped on a signal after writing the checkpoint of the step it had reached."""
-
-    def __init__(self, signal_name: str, step: int, output_dir: str, seconds: float | None = None,
-                 where: str | None = None):
-        after = f" ({seconds:.1f} s after the signal)" if seconds is not None else ""
-        super().__init__(f"stopped by {signal_name} after {where or f'step {step}'}{after}; its checkpoint is in "
-                         f"{output_dir}. Exit status {EXIT_PREEMPTED}: run the same command again to resume")
-        self.signal_name, self.step = signal_name, step
 
 
 def write_stop_marker(output_dir: str, stop: Preempted) -> None:
@@ -109,7 +88,7 @@ class SignalHandlers:
 class StopSignals(SignalHandlers):
     """While active, the signals only set ``requested`` (the first one's name): a handler that does nothing
     else is safe at any point of a step, and a repeated signal (a launcher forwarding the scheduler's) is
-    harmless. The loader workers are shielded by ``shield_worker``, not by this handler."""
+    harmless."""
 
     requested: str | None = None
     received_at: float | None = None  # time.monotonic() of the first signal
@@ -132,44 +111,70 @@ class StopSignals(SignalHandlers):
         return (self.requested or "a signal on another rank") if flag.item() else None
 
 
-class ForwardToChildren(SignalHandlers):
-    """While active, a stop signal this process receives is passed on as SIGTERM to its multiprocessing children:
-    a launcher that spawned its ranks (detectron2's ``launch``) and only waits for them. ``signalled``: the
-    first signal's name."""
+class StopProtocol:
+    """The stop protocol of a long command, as a context: on entry the stop marker of an earlier stop is cleared and
+    the stop signals only raise a flag; ``check`` at each step boundary stops every rank after the same step.
+
+    ``device``: where the flag is reduced (the process group's device: a CUDA device under NCCL)."""
+
+    def __init__(self, output_dir: str, signals=DEFAULT_STOP_SIGNALS, world_size: int = 1,
+                 device: torch.device | str = "cpu", is_main: bool = True):
+        self.output_dir, self.world_size, self.is_main = output_dir, world_size, is_main
+        self.device = torch.device(device)
+        self.signals = StopSignals(signals)
+
+    def __enter__(self) -> "StopProtocol":
+        if self.is_main:
+            clear_stop_marker(self.output_dir)
+        self.signals.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.signals.__exit__(*exc)
+
+    @property
+    def requested(self) -> str | None:
+        """The stop signal this process received, if any (no collective: for choices that are not per rank)."""
+        return self.signals.requested
+
+    def agreed(self) -> str | None:
+        """On every rank at once: the signal that stops the run, when any rank has received one."""
+        return self.signals.agreed(self.world_size, self.device)
+
+    def check(self, step: int, save: Callable[[], None], where: str | None = None) -> None:
+        """On every rank at a step boundary: when any rank received a stop signal, ``save()`` (the checkpoint of
+        ``step``, on every rank: it synchronises them), ``stopped.json`` and ``Preempted``."""
+        signal_name = self.agreed()
+        if signal_name:
+            self.stop(signal_name, step, save, where)
+
+    def stop(self, signal_name: str, step: int, save: Callable[[], None], where: str | None = None) -> None:
+        """``check``'s end, once the ranks agreed to stop."""
+        save()
+        stopped = Preempted(signal_name, step, self.output_dir, self.signals.seconds_since(), where)
+        if self.is_main:
+            write_stop_marker(self.output_dir, stopped)
+        raise stopped
+
+
+class ForwardSignals(SignalHandlers):
+    """While active, a stop signal this process receives is passed on as SIGTERM to the processes ``targets()``
+    returns: the one signal every command of this package and torchrun handle (torchrun dies on SIGUSR1, leaving
+    its ranks running in sessions of their own). ``signalled``: the first signal's name."""
 
     signalled: str | None = None
 
+    def __init__(self, signals, targets: Callable[[], list[int]]):
+        super().__init__(signals)
+        self.targets = targets
+
     def _on_signal(self, signum, frame) -> None:
         self.signalled = self.signalled or signal.Signals(signum).name
-        for child in multiprocessing.active_children():
+        self.forward()
+
+    def forward(self) -> None:
+        for pid in self.targets():
             try:
-                os.kill(child.pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-
-
-def shield_worker() -> None:
-    """In a data-loader worker: ignore ``SHIELDED_SIGNALS`` unless the parent sends them.
-
-    The signals are blocked and taken by a thread with ``sigwaitinfo``, which tells who sent each one. The
-    parent's SIGTERM (the loader's own shutdown, and multiprocessing's at the parent's exit) still ends the
-    worker at once; a scheduler's or launcher's is dropped, so the worker keeps serving batches until the
-    parent has checkpointed. A worker still ends with its parent: PyTorch's workers watch the parent's pid.
-    """
-    parent = os.getppid()
-    signal.pthread_sigmask(signal.SIG_BLOCK, SHIELDED_SIGNALS)  # threads started later inherit the mask
-
-    def take_signals() -> None:
-        while True:
-            info = signal.sigwaitinfo(SHIELDED_SIGNALS)
-            if info.si_signo == signal.SIGTERM and info.si_pid == parent:
-                os._exit(0)  # what PyTorch's own worker handler does on its parent's SIGTERM
-
-    threading.Thread(target=take_signals, name="stop-signal-shield", daemon=True).start()
-
-
-class ShieldedWorkerInit:
-    """A loader's ``worker_init_fn`` that runs ``shield_worker`` (a picklable object, for any start method)."""
-
-    def __call__(self, worker_id: int) -> None:
-        shield_worker()

@@ -17,6 +17,7 @@ from torch import nn
 
 from dspnet_d2.dn import DNSpec, dn_set, largest_dn, smallest_dn
 from dspnet_d2.families import build_supernet
+from dspnet_d2.seeding import derive_seed
 from dspnet_d2.slim import Supernet
 from dspnet_d2.slim.ops import SlimBatchNorm1d, SlimLinear, commit_momentum_stats, configure_norms
 
@@ -84,7 +85,7 @@ def sample_subnets(dns: tuple[DNSpec, ...], n: int, step: int, seed: int, full_o
         return [largest]
     smallest = smallest_dn(dns)
     middle = [dn for dn in dns if dn not in (smallest, largest)]
-    rng = random.Random(seed * 1_000_003 + step)
+    rng = random.Random(derive_seed(seed, step))
     rounds, rest = divmod(n - 2, len(middle)) if middle else (0, 0)
     picked = middle * rounds + rng.sample(middle, rest)
     return [smallest] + sorted(picked) + [largest]

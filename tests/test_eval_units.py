@@ -1,9 +1,10 @@
+import json
 import os
 
 import pytest
 import torch
 
-from dspnet_d2.stopping import Preempted, StopSignals
+from dspnet_d2.stopping import Preempted, StopProtocol
 from pretrain.data.sampler import ResumableSampler
 from pretrain.eval.classifier import Classifier, train_classifier
 from pretrain.eval.config import load_eval_cfg
@@ -93,22 +94,23 @@ def test_linear_probe_stops_at_a_signal_with_that_step_and_resumes_exactly(tmp_p
         return Classifier(torch.nn.Linear(16, 16), 16, 4, head_bn=True, frozen=True)
 
     class SignalledAt:  # the loader, with a stop signal arriving while it serves step ``stop_at``
-        def __init__(self, stop):
-            self.stop, self.sampler, self.epoch = stop, train.sampler, -1
+        def __init__(self, stops):
+            self.stops, self.sampler, self.epoch = stops, train.sampler, -1
 
         def __iter__(self):
             self.epoch += 1
             for i, batch in enumerate(train, start=train.sampler.start_batch):
                 if (self.epoch, i) == stop_at:
-                    self.stop.requested = "SIGTERM"
+                    self.stops.signals.requested = "SIGTERM"
                 yield batch
 
     straight = fresh()
     train_classifier(straight, train, val, cfg, torch.device("cpu"), str(tmp_path / "a.pth"))
-    stop = StopSignals([])
+    stops = StopProtocol(str(tmp_path), signals=[])
     with pytest.raises(Preempted, match=r"stopped by SIGTERM after probe step"):
-        train_classifier(fresh(), SignalledAt(stop), val, cfg, torch.device("cpu"), str(tmp_path / "b.pth"),
-                         desc="probe", stop=stop)
+        train_classifier(fresh(), SignalledAt(stops), val, cfg, torch.device("cpu"), str(tmp_path / "b.pth"),
+                         desc="probe", stops=stops)
+    assert json.loads((tmp_path / "stopped.json").read_text())["step"] == stop_at[0] * 4 + stop_at[1] + 1
     state = torch.load(tmp_path / "b.pth", weights_only=True)
     epoch, step = stop_at
     assert (state["epoch"], state["batch"]) == ((epoch, step + 1) if step + 1 < 4 else (epoch + 1, 0))

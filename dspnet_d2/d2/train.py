@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import sys
 import weakref
@@ -20,16 +21,10 @@ from detectron2.engine import DefaultTrainer, default_argument_parser, default_s
 from detectron2.evaluation import COCOEvaluator  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
-from ..errors import MissingFileError  # noqa: E402
-from ..stopping import (  # noqa: E402
-    DEFAULT_STOP_SIGNALS,
-    EXIT_PREEMPTED,
-    ForwardToChildren,
-    Preempted,
-    StopSignals,
-    clear_stop_marker,
-    write_stop_marker,
-)
+from ..errors import EXIT_PREEMPTED, MissingFileError, Preempted  # noqa: E402
+from ..seeding import rng_state, set_rng_state  # noqa: E402
+from ..stopping import DEFAULT_STOP_SIGNALS, ForwardSignals, StopProtocol  # noqa: E402
+from ..workers import ShieldedLoader  # noqa: E402
 from .checkpoint import DSPNetCheckpointer  # noqa: E402
 from .config import add_dspnet_config  # noqa: E402
 from .data import build_resumable_train_loader  # noqa: E402
@@ -41,17 +36,26 @@ DEMO_DATASETS = ("dspnet_demo_train", "dspnet_demo_val")
 
 class Trainer(DefaultTrainer):
     """DefaultTrainer whose checkpointer can slice a DN out of a supernet .pkl, whose batches resume exactly at
-    any iteration (``build_resumable_train_loader``; the checkpoints keep the generator that samples proposals),
-    and which stops on a signal with the checkpoint of that iteration (``StopHook``)."""
+    any iteration (``build_resumable_train_loader``; the checkpoints keep every generator, the GPUs' that sample
+    proposals included), whose loaders' workers outlive a stop signal, and which stops on a signal with the
+    checkpoint of that iteration (``StopHook``), skipping an evaluation the stop came before."""
 
-    def __init__(self, cfg, stop: StopSignals | None = None):
+    def __init__(self, cfg, stops: StopProtocol | None = None):
+        self.stops = stops  # before DefaultTrainer's __init__, which builds the hooks
         super().__init__(cfg)
         self.checkpointer = DSPNetCheckpointer(self.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         for hook in self._hooks:
             if isinstance(hook, hooks.PeriodicCheckpointer):
                 hook.checkpointer = self.checkpointer
-        if stop is not None:
-            self.register_hooks([StopHook(stop, cfg.OUTPUT_DIR)])
+        if stops is not None:
+            self.register_hooks([StopHook(stops)])
+
+    def build_hooks(self):
+        found = super().build_hooks()
+        if self.stops is None:
+            return found
+        return [StoppableEvalHook(hook._period, hook._func, self.stops) if isinstance(hook, hooks.EvalHook) else hook
+                for hook in found]
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -61,17 +65,24 @@ class Trainer(DefaultTrainer):
     def build_train_loader(cls, cfg):
         return build_resumable_train_loader(cfg)
 
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        """detectron2's test loader, its workers shielded: a stop signal during an evaluation waits for its end."""
+        loader = super().build_test_loader(cfg, dataset_name)
+        return ShieldedLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler,
+                              num_workers=loader.num_workers, collate_fn=loader.collate_fn)
+
     def resume_or_load(self, resume=True):
         super().resume_or_load(resume=resume)
         self._trainer.data_loader.batch_sampler.start_iter = self.start_iter
 
     def state_dict(self):
-        return {**super().state_dict(), "rng": torch.get_rng_state()}
+        return {**super().state_dict(), "rng": rng_state()}
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
-        if "rng" in state_dict:
-            torch.set_rng_state(state_dict["rng"])
+        if isinstance(state_dict.get("rng"), dict):
+            set_rng_state(state_dict["rng"])
 
 
 class TrainingStopped(BaseException):
@@ -83,25 +94,37 @@ class TrainingStopped(BaseException):
 
 
 class StopHook(hooks.HookBase):
-    """After each iteration: when a stop signal reached any rank, the checkpoint of this iteration (``--resume``
-    continues with the next one), ``stopped.json`` and ``TrainingStopped``."""
+    """After each iteration (and after its evaluation): when a stop signal reached any rank, the checkpoint of this
+    iteration (``--resume`` continues with the next one), ``stopped.json`` and ``TrainingStopped``."""
 
-    def __init__(self, stop: StopSignals, output_dir: str):
-        self.stop, self.output_dir = stop, output_dir
+    def __init__(self, stops: StopProtocol):
+        self.stops = stops
 
     def after_step(self):
-        device = next(self.trainer.model.parameters()).device
-        signal_name = self.stop.agreed(comm.get_world_size(), device if device.type == "cuda" else torch.device("cpu"))
-        if not signal_name:
-            return
         iteration = self.trainer.iter
-        self.trainer.checkpointer.save(f"model_{iteration:07d}", iteration=iteration)
-        stopped = Preempted(signal_name, iteration + 1, self.output_dir, self.stop.seconds_since(),
-                            where=f"iteration {iteration + 1} of {self.trainer.max_iter}")
-        if comm.is_main_process():
-            write_stop_marker(self.output_dir, stopped)
-        comm.synchronize()
-        raise TrainingStopped(stopped)
+
+        def save() -> None:
+            self.trainer.checkpointer.save(f"model_{iteration:07d}", iteration=iteration)
+            comm.synchronize()
+
+        try:
+            self.stops.check(iteration + 1, save, where=f"iteration {iteration + 1} of {self.trainer.max_iter}")
+        except Preempted as stopped:
+            raise TrainingStopped(stopped) from None
+
+
+class StoppableEvalHook(hooks.EvalHook):
+    """detectron2's EvalHook that skips an evaluation once a stop signal reached any rank: the checkpoint is written
+    first, and the final evaluation is left to the rerun (``--resume`` evaluates a finished run)."""
+
+    def __init__(self, eval_period, eval_function, stops: StopProtocol):
+        super().__init__(eval_period, eval_function)
+        self.stops = stops
+
+    def _do_eval(self):
+        if self.stops.agreed():
+            return
+        super()._do_eval()
 
 
 def register_demo(root: str) -> None:
@@ -148,10 +171,10 @@ def main(args) -> dict:
         DSPNetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
     else:
-        if comm.is_main_process():
-            clear_stop_marker(cfg.OUTPUT_DIR)
-        with StopSignals(DEFAULT_STOP_SIGNALS) as stop:
-            trainer = Trainer(cfg, stop)
+        device = torch.device("cuda", torch.cuda.current_device()) if cfg.MODEL.DEVICE.startswith("cuda") else "cpu"
+        with StopProtocol(cfg.OUTPUT_DIR, DEFAULT_STOP_SIGNALS, comm.get_world_size(), device,
+                          comm.is_main_process()) as stops:
+            trainer = Trainer(cfg, stops)
             trainer.resume_or_load(resume=args.resume)
             try:
                 trainer.train()
@@ -185,7 +208,8 @@ def run(args) -> None:
 
     # this process only waits for the ranks it spawned: a stop signal is passed on to them, and their
     # status 75 (each wrote the checkpoint of the iteration they stopped at) becomes this command's
-    with ForwardToChildren(DEFAULT_STOP_SIGNALS) as forwarded:
+    ranks = lambda: [child.pid for child in multiprocessing.active_children()]  # noqa: E731
+    with ForwardSignals(DEFAULT_STOP_SIGNALS, ranks) as forwarded:
         try:
             launch(_rank_main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                    dist_url=args.dist_url, args=(args,))

@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import Sampler
 
 from dspnet_d2.errors import InvalidInputError
+from dspnet_d2.seeding import derive_seed
 
 __all__ = ["ResumableSampler"]
 
@@ -37,8 +38,8 @@ class ResumableSampler(Sampler):
         return (self.steps_per_epoch - self.start_batch) * self.batch
 
     def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
         order = torch.randperm(self.size, generator=gen)[:self.steps_per_epoch * self.global_batch].tolist()
         mine = order[self.rank::self.world_size]  # global batch k = order[k*B:(k+1)*B] on any world size
         for index in mine[self.start_batch * self.batch:]:
-            yield index, (self.seed * 1_000_003 + self.epoch) * 100_000_007 + index
+            yield index, derive_seed(self.seed, self.epoch, index)

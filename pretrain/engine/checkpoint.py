@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import random
 import re
 
 import torch
 
 from dspnet_d2.errors import InvalidInputError
+from dspnet_d2.seeding import rng_state, set_rng_state
 from dspnet_d2.weights import PRETRAIN_FORMAT as FORMAT
 
 _NAME = re.compile(r"^checkpoint_(\d{8})\.pth$")
@@ -46,21 +46,6 @@ def load_checkpoint(path: str, kind: str = FORMAT, what: str = "pretraining") ->
     if not isinstance(state, dict) or state.get("format") != kind:
         raise InvalidInputError(f"{path} is not a dspnet {what} checkpoint (expected format {kind!r})")
     return state
-
-
-def rng_state() -> dict:
-    """Every RNG a training step draws from (the CPU's, Python's and each GPU's), for a bit-exact resume."""
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def check_signature(state: dict, signature: dict, path: str) -> None:

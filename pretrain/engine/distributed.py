@@ -10,6 +10,8 @@ import torch.distributed as dist
 
 from dspnet_d2.errors import InvalidInputError
 
+from .rendezvous import round_store, uses_agent_store
+
 __all__ = ["setup_distributed", "world_size", "is_main_process", "shutdown", "CollectiveError", "collective_errors"]
 
 # what a failed or timed-out collective says (gloo, NCCL, the c10d store); other errors are not renamed
@@ -41,7 +43,12 @@ def setup_distributed(device_pref: str, timeout_minutes: float | None = None) ->
         if use_cuda:
             os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
         timeout = None if timeout_minutes is None else datetime.timedelta(minutes=timeout_minutes)
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timeout)
+        backend = "nccl" if use_cuda else "gloo"
+        if uses_agent_store():  # torchrun's default: keys of this round only (rendezvous.py)
+            store = round_store(rank, world_size, timeout or datetime.timedelta(minutes=30))
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+        else:
+            dist.init_process_group(backend, timeout=timeout)
     return rank, world_size, device
 
 

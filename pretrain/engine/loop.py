@@ -28,7 +28,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .distributed import CollectiveError, collective_errors, setup_distributed, shutdown
-from .preemption import EXIT_PREEMPTED, Preempted, StopSignals, clear_stop_marker, write_stop_marker
+from .preemption import EXIT_PREEMPTED, Preempted, StopProtocol
 
 __all__ = ["ResumableRun", "NonFiniteLossError", "setup_logging", "run_training", "per_dn_means"]
 
@@ -162,8 +162,6 @@ class ResumableRun:
 
         A signal of ``CHECKPOINT.SIGNALS`` stops every rank after the same step, with that step's checkpoint,
         by raising ``Preempted``; a failed or timed-out collective raises ``CollectiveError``."""
-        if self.is_main:
-            clear_stop_marker(self.cfg.OUTPUT_DIR)
         self.resume()
         stop_at = self.total_steps if stop_after is None else min(self.total_steps, self.step + stop_after)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.is_main, desc=self.progress_desc,
@@ -172,10 +170,11 @@ class ResumableRun:
         self.start_records()
         with collective_errors(self.rank, self.world_size, lambda: f"step {self.step}", self.cfg.DIST.TIMEOUT_MINUTES):
             try:
-                with StopSignals(self.cfg.CHECKPOINT.SIGNALS) as signals:
+                with StopProtocol(self.cfg.OUTPUT_DIR, self.cfg.CHECKPOINT.SIGNALS, self.world_size, self.device,
+                                  self.is_main) as stops:
                     self.before_training(stop_at)
                     while self.step < stop_at:
-                        self.run_epoch(stop_at, bar, signals)
+                        self.run_epoch(stop_at, bar, stops)
             finally:
                 bar.close()
                 if self.skipped_total:
@@ -185,7 +184,7 @@ class ResumableRun:
         self.metrics.close()
         return self.step
 
-    def run_epoch(self, stop_at: int, bar, signals: StopSignals) -> None:
+    def run_epoch(self, stop_at: int, bar, stops: StopProtocol) -> None:
         """The rest of the current epoch, up to ``stop_at``."""
         epoch, start = divmod(self.step, self.steps_per_epoch)
         self.sampler.set_epoch(epoch, start)
@@ -197,15 +196,9 @@ class ResumableRun:
             self.record_step(record, epoch, stop_at, skipped_images=self.skipped_total * self.world_size)
             if self.step % self.steps_per_epoch == 0:
                 self.after_epoch(epoch)
-            stop = signals.agreed(self.world_size, self.device)
-            if stop or self.checkpoint_due(stop_at):
+            stops.check(self.step, self.save_and_close)
+            if self.checkpoint_due(stop_at):
                 self.save()
-            if stop:
-                self.metrics.close()
-                stopped = Preempted(stop, self.step, self.cfg.OUTPUT_DIR, signals.seconds_since())
-                if self.is_main:
-                    write_stop_marker(self.cfg.OUTPUT_DIR, stopped)
-                raise stopped
             if self.step >= stop_at:
                 return
 
@@ -221,6 +214,11 @@ class ResumableRun:
             prune_checkpoints(self.cfg.OUTPUT_DIR, self.cfg.CHECKPOINT.KEEP)
         if self.world_size > 1:
             dist.barrier()
+
+    def save_and_close(self) -> None:
+        """A stop's last act: the checkpoint of this step, and the metric records closed."""
+        self.save()
+        self.metrics.close()
 
     def resume(self) -> bool:
         path = latest_checkpoint(self.cfg.OUTPUT_DIR) if self.cfg.CHECKPOINT.RESUME else None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import logging
 import os
 import signal
 import subprocess
@@ -15,28 +16,30 @@ import time
 
 from dspnet_d2.stopping import (
     EXIT_PREEMPTED,
+    ForwardSignals,
     Preempted,
-    SignalHandlers,
+    StopProtocol,
     StopSignals,
-    clear_stop_marker,
     parse_signals,
-    write_stop_marker,
 )
 
-__all__ = ["EXIT_PREEMPTED", "Preempted", "StopSignals", "ForwardedChild", "parse_signals", "FORWARDED_SIGNALS",
-           "write_stop_marker", "clear_stop_marker"]
+__all__ = ["EXIT_PREEMPTED", "Preempted", "StopSignals", "StopProtocol", "ForwardedChild", "parse_signals",
+           "FORWARDED_SIGNALS"]
+
+logger = logging.getLogger(__name__)
 
 FORWARDED_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")  # what a parent (the pipeline) passes on to its child
 
 
-class ForwardedChild(SignalHandlers):
-    """Run ``command`` as a child process and pass the ``signals`` this process receives on to it, as SIGTERM:
-    the one signal every command of this package and torchrun handle (torchrun dies on SIGUSR1, leaving its
-    ranks running in sessions of their own).
+class ForwardedChild:
+    """Run ``command`` as a child process and pass the ``signals`` this process receives on to it, as SIGTERM
+    (``ForwardSignals``).
 
     While the child runs, this process is the child subreaper of its whole tree: a process the child leaves behind
-    (a rank whose launcher died) is re-parented here, and is ended once the child has exited (SIGTERM, then SIGKILL
-    after ``orphan_grace_s``, time for a rank to write its checkpoint). ``orphans_ended`` counts them.
+    (a rank whose launcher died) is re-parented here, and is ended once the child has exited, however ``run`` ends
+    (SIGTERM, then SIGKILL after ``orphan_grace_s``, time for a rank to write its checkpoint; one that outlives
+    SIGKILL by ``orphan_grace_s`` again, stuck in uninterruptible I/O, is left to init and logged).
+    ``orphans_ended`` counts them.
 
     ``ignore``: signals the child starts with ignored (a Slurm task's requeue signal, which its wrapper
     handles). ``signalled`` is the first signal received, ``None`` when there was none.
@@ -44,17 +47,15 @@ class ForwardedChild(SignalHandlers):
 
     def __init__(self, command: list[str], signals=FORWARDED_SIGNALS, env: dict | None = None, ignore=(),
                  orphan_grace_s: float = 60.0):
-        super().__init__(signals)
         self.command, self.env, self.ignore = command, env, parse_signals(ignore)
         self.orphan_grace_s = orphan_grace_s
-        self.signalled: str | None = None
+        self.forwarding = ForwardSignals(signals, lambda: [self.proc.pid] if self.proc is not None else [])
         self.proc: subprocess.Popen | None = None
         self.orphans_ended = 0
 
-    def _on_signal(self, signum, frame) -> None:
-        self.signalled = self.signalled or signal.Signals(signum).name
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)
+    @property
+    def signalled(self) -> str | None:
+        return self.forwarding.signalled
 
     def _start_ignoring(self) -> None:  # runs in the child, before exec: an ignored signal stays ignored
         for sig in self.ignore:
@@ -64,18 +65,38 @@ class ForwardedChild(SignalHandlers):
         """Start the child, wait for it, end what it left running; return its exit status (negative: killed by
         that signal)."""
         before = set(children(os.getpid()))
-        with self, ChildSubreaper():
-            self.proc = subprocess.Popen(self.command, env=self.env,
-                                         preexec_fn=self._start_ignoring if self.ignore else None)
-            if self.signalled:  # it came before the child existed
-                self.proc.send_signal(signal.SIGTERM)
-            while self.proc.poll() is None:  # polling, not wait(): the handlers may run meanwhile
-                time.sleep(0.1)
-            leftover = set(children(os.getpid())) - before
-            while leftover:  # again: ending a process may orphan its own children (a rank's loader workers)
-                self.orphans_ended += end_processes(leftover, self.orphan_grace_s)
-                leftover = set(children(os.getpid())) - before
+        with self.forwarding, ChildSubreaper():
+            try:
+                self.proc = subprocess.Popen(self.command, env=self.env,
+                                             preexec_fn=self._start_ignoring if self.ignore else None)
+                if self.signalled:  # it came before the child existed
+                    self.forwarding.forward()
+                while self.proc.poll() is None:  # polling, not wait(): the handlers may run meanwhile
+                    time.sleep(0.1)
+            finally:
+                if self.proc is not None and self.proc.poll() is None:  # run() itself was interrupted
+                    self._end_child()
+                self._end_leftovers(before)
         return self.proc.returncode
+
+    def _end_child(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=self.orphan_grace_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=self.orphan_grace_s)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s outlived SIGKILL; not waiting for it", self.proc.pid)
+
+    def _end_leftovers(self, before: set[int]) -> None:
+        leftover = set(children(os.getpid())) - before
+        while leftover:  # again: ending a process may orphan its own children (a rank's loader workers)
+            self.orphans_ended += len(leftover)
+            unkillable = end_processes(leftover, self.orphan_grace_s, kill_grace_s=self.orphan_grace_s)
+            before |= unkillable
+            leftover = set(children(os.getpid())) - before
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, poll_s: float = 0.2) -> None:
         """Send ``sig`` to the child and return once it has exited. Safe inside a signal handler that
@@ -105,13 +126,14 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def end_processes(pids, grace_s: float, poll_s: float = 0.1) -> int:
+def end_processes(pids, grace_s: float, poll_s: float = 0.1, kill_grace_s: float = 10.0) -> set[int]:
     """SIGTERM to each of ``pids`` (children of this process), SIGKILL to those alive after ``grace_s``; all
-    reaped. Returns how many there were."""
+    reaped, but for those still alive ``kill_grace_s`` after SIGKILL (uninterruptible I/O), which are returned
+    (and logged) instead of waited for without bound."""
     alive = set(pids)
     for pid in alive:
         _send(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
+    deadline, killed = time.monotonic() + grace_s, False
     while alive:
         for pid in list(alive):
             try:
@@ -121,11 +143,15 @@ def end_processes(pids, grace_s: float, poll_s: float = 0.1) -> int:
             if done:
                 alive.discard(pid)
         if alive and time.monotonic() > deadline:
+            if killed:
+                logger.warning("processes %s outlived SIGKILL by %.0f s; not waiting for them", sorted(alive),
+                               kill_grace_s)
+                return alive
             for pid in alive:
                 _send(pid, signal.SIGKILL)
-            deadline = float("inf")
+            deadline, killed = time.monotonic() + kill_grace_s, True
         time.sleep(poll_s if alive else 0)
-    return len(pids)
+    return set()
 
 
 def _send(pid: int, sig: signal.Signals) -> None:

@@ -11,7 +11,7 @@ from dspnet_d2.deploy.export import export_dn
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.images import ImageFolderIO
 from dspnet_d2.recalibration import recalibrate_on_images
-from dspnet_d2.stopping import ShieldedWorkerInit
+from dspnet_d2.workers import ShieldedLoader
 from dspnet_d2.weights import describe, save_dn_file
 
 from ..config import parse_dns, validate_cfg
@@ -72,11 +72,10 @@ class Trainer(ResumableRun):
                           cfg.DATA.BLUR_SIGMA, backend=cfg.DATA.AUGMENT_BACKEND)
         self.sampler = ResumableSampler(len(images), cfg.SOLVER.BATCH_SIZE, self.rank, self.world_size, cfg.SEED)
         workers = cfg.DATA.NUM_WORKERS
-        self.loader = torch.utils.data.DataLoader(
+        self.loader = ShieldedLoader(
             TwoViewDataset(images, views), batch_size=self.sampler.batch, sampler=self.sampler,
             num_workers=workers, collate_fn=collate_views, pin_memory=self.device.type == "cuda", drop_last=True,
-            persistent_workers=workers > 0, prefetch_factor=cfg.DATA.PREFETCH_FACTOR if workers else None,
-            worker_init_fn=ShieldedWorkerInit())
+            persistent_workers=workers > 0, prefetch_factor=cfg.DATA.PREFETCH_FACTOR if workers else None)
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = cfg.SOLVER.EPOCHS * self.steps_per_epoch
         self.warmup_steps = cfg.SOLVER.WARMUP_EPOCHS * self.steps_per_epoch

@@ -9,7 +9,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from dspnet_d2.stopping import Preempted, StopSignals
+from dspnet_d2.stopping import StopProtocol
 from dspnet_d2.weights import save_atomic
 
 from ..engine.distributed import is_main_process, world_size
@@ -55,10 +55,10 @@ def _lr_factor(cfg, progress: float) -> float:
 
 
 def train_classifier(model: Classifier, train_loader, val_loader, cfg, device: torch.device, state_path: str,
-                     desc: str = "train", stop: StopSignals | None = None) -> dict[str, float]:
+                     desc: str = "train", stops: StopProtocol | None = None) -> dict[str, float]:
     """SGD with per-step schedule on the batches of ``train_loader`` (its sampler a ``ResumableSampler``);
-    resumes from ``state_path``, written atomically at every epoch's end and at the step a ``stop`` signal
-    ends (then ``Preempted`` is raised: the same command continues from that step)."""
+    resumes from ``state_path``, written atomically at every epoch's end and at the step a stop signal ends
+    (``stops``; then ``Preempted`` is raised: the same command continues from that step)."""
     groups = [{"params": model.head.parameters(), "lr": cfg.TRAIN.LR, "base_lr": cfg.TRAIN.LR}]
     if not model.frozen:
         groups.append({"params": model.encoder.parameters(), "lr": cfg.TRAIN.BACKBONE_LR,
@@ -101,10 +101,8 @@ def train_classifier(model: Classifier, train_loader, val_loader, cfg, device: t
             loss.backward()
             optimizer.step()
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            signal_name = stop.agreed(world, device) if stop is not None else None
-            if signal_name:
-                save(*((epoch + 1, 0) if i + 1 == steps else (epoch, i + 1)))
-                raise Preempted(signal_name, epoch * steps + i + 1, os.path.dirname(state_path), stop.seconds_since(),
-                                where=f"{desc} step {i + 1} of epoch {epoch + 1}")
+            if stops is not None:
+                stops.check(epoch * steps + i + 1, lambda: save(*((epoch + 1, 0) if i + 1 == steps else (epoch, i + 1))),
+                            where=f"{desc} step {i + 1} of epoch {epoch + 1}")
         save(epoch + 1, 0)
     return evaluate_classifier(model, val_loader, device)

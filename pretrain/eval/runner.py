@@ -15,15 +15,9 @@ from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.families import build_static_dn
 from dspnet_d2.images import ImageFolderIO, LabelledImages, SeededLabelledImages, eval_transform
 from dspnet_d2.recalibration import recalibrate_on_images
-from dspnet_d2.stopping import (
-    DEFAULT_STOP_SIGNALS,
-    Preempted,
-    ShieldedWorkerInit,
-    StopSignals,
-    clear_stop_marker,
-    write_stop_marker,
-)
+from dspnet_d2.stopping import DEFAULT_STOP_SIGNALS, StopProtocol
 from dspnet_d2.weights import read_weights
+from dspnet_d2.workers import ShieldedLoader
 
 from ..data.sampler import ResumableSampler
 from ..engine.distributed import setup_distributed
@@ -100,20 +94,10 @@ class Evaluation:
         """Every job in turn. A stop signal ends the run after the classifier step it came in (with that step's
         checkpoint) or before the next DN, raising ``Preempted``; the same command resumes."""
         results = []
-        if self.main:
-            clear_stop_marker(self.cfg.OUTPUT_DIR)
-        with StopSignals(DEFAULT_STOP_SIGNALS) as self.stop:
-            try:
-                for number, (series, weights, dn) in enumerate(self.jobs):
-                    signal_name = self.stop.agreed(self.world, self.device)
-                    if signal_name:
-                        raise Preempted(signal_name, number, self.cfg.OUTPUT_DIR, self.stop.seconds_since(),
-                                        where=f"{number} of {len(self.jobs)} evaluations")
-                    results.append(self.evaluate(series, weights, dn))
-            except Preempted as stopped:
-                if self.main:
-                    write_stop_marker(self.cfg.OUTPUT_DIR, stopped)
-                raise
+        with StopProtocol(self.cfg.OUTPUT_DIR, DEFAULT_STOP_SIGNALS, self.world, self.device, self.main) as self.stops:
+            for number, (series, weights, dn) in enumerate(self.jobs):
+                self.stops.check(number, save=lambda: None, where=f"{number} of {len(self.jobs)} evaluations")
+                results.append(self.evaluate(series, weights, dn))
         if self.main:
             title = (f"{self.cfg.PROTOCOL} on {self.cfg.DATA.ROOT}, {self.resolution} px, BN recalibration "
                      f"{'on' if self.cfg.BN_RECALIBRATION.ENABLED else 'off'}")
@@ -150,20 +134,23 @@ class Evaluation:
             classifier = Classifier(model, feature_dim, num_classes, cfg.TRAIN.HEAD_BN, frozen).to(self.device)
             augment = train_transform(self.resolution, *norm, cfg.DATA.CROP_SCALE)
             accuracy = train_classifier(classifier, self.train_loader(augment), val_loader, cfg, self.device,
-                                        os.path.join(folder, "train_state.pth"), desc=tag, stop=self.stop)
+                                        os.path.join(folder, "train_state.pth"), desc=tag, stops=self.stops)
         return accuracy
 
     def train_loader(self, augment) -> DataLoader:
         """The classifier's batches: shuffled per epoch, split across ranks, seeded per image and resumable at
         any step (``ResumableSampler``); the epoch's tail that fills no global batch is dropped, and a set smaller
-        than one batch is one batch."""
+        than one batch is one batch. Each process takes ``TRAIN.BATCH_SIZE // processes`` images a step (as the
+        feature loaders do), so a batch that the processes do not divide is rounded down, and said."""
         train_set = SeededLabelledImages(self.train_images, augment, self.subset)
-        batch = min(self.cfg.TRAIN.BATCH_SIZE, len(train_set) // self.world * self.world)
+        batch = min(self.cfg.TRAIN.BATCH_SIZE, len(train_set)) // self.world * self.world
+        if batch != min(self.cfg.TRAIN.BATCH_SIZE, len(train_set)) and self.main:
+            logger.warning("TRAIN.BATCH_SIZE %d on %d processes: %d images a step (%d a process)",
+                           self.cfg.TRAIN.BATCH_SIZE, self.world, batch, batch // self.world)
         sampler = ResumableSampler(len(train_set), batch, self.rank, self.world, self.cfg.SEED)
         workers = self.cfg.DATA.NUM_WORKERS
-        return DataLoader(train_set, batch_size=sampler.batch, sampler=sampler, num_workers=workers,
-                          pin_memory=self.device.type == "cuda", worker_init_fn=ShieldedWorkerInit(),
-                          persistent_workers=workers > 0)
+        return ShieldedLoader(train_set, batch_size=sampler.batch, sampler=sampler, num_workers=workers,
+                              pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
 
     def evaluate(self, series: str, weights, dn) -> dict:
         cfg = self.cfg

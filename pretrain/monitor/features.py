@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from dspnet_d2.stopping import ShieldedWorkerInit
+from dspnet_d2.workers import ShieldedLoader
 
 from ..engine.distributed import is_main_process, world_size
 
@@ -23,9 +23,9 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bo
     if world > 1:
         sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=max(1, batch_size // world), shuffle=shuffle and sampler is None,
+    return ShieldedLoader(dataset, batch_size=max(1, batch_size // world), shuffle=shuffle and sampler is None,
                       sampler=sampler, num_workers=num_workers, drop_last=drop_last, generator=generator,
-                      pin_memory=torch.cuda.is_available(), worker_init_fn=ShieldedWorkerInit())
+                      pin_memory=torch.cuda.is_available())
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from dspnet_d2.deploy.export import export_dn
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.images import ImageFolderIO, LabelledImages, eval_transform
 from dspnet_d2.recalibration import recalibrate_bn, seeded_subset
-from dspnet_d2.stopping import ShieldedWorkerInit
+from dspnet_d2.workers import ShieldedLoader
 
 from .features import extract_features, topk_accuracy
 from .knn import knn_scores
@@ -44,8 +44,8 @@ class KNNMonitor:
         if k > len(bank):
             raise InvalidInputError(f"MONITOR.K={k} exceeds the {len(bank)} images of the kNN bank")
         # persistent workers: each DN reads both sets, and starting workers per pass would cost seconds
-        self.bank, self.val = (torch.utils.data.DataLoader(d, batch_size=batch_size, num_workers=num_workers,
-                                                           persistent_workers=num_workers > 0, worker_init_fn=ShieldedWorkerInit())
+        self.bank, self.val = (ShieldedLoader(d, batch_size=batch_size, num_workers=num_workers,
+                                                           persistent_workers=num_workers > 0)
                            for d in (bank, val))
         # the crops never change: small sets are decoded once and kept (the demo's 1360 crops: 17 MB)
         self.cache = (len(bank) + len(val)) * 3 * resolution ** 2 * 4 <= CACHE_BYTES

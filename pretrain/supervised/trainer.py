@@ -15,7 +15,7 @@ from dspnet_d2.families import get_family
 from dspnet_d2.images import ImageFolderIO, LabelledImages, SeededLabelledImages, eval_transform
 from dspnet_d2.recalibration import recalibrate_on_images
 from dspnet_d2.slim.ops import configure_norms
-from dspnet_d2.stopping import ShieldedWorkerInit
+from dspnet_d2.workers import ShieldedLoader
 from dspnet_d2.weights import SUPERVISED_FORMAT, describe, save_dn_file, static_dn
 
 from ..config import parse_dns
@@ -83,10 +83,10 @@ class SupervisedTrainer(ResumableRun):
                                          data.RANDOM_ERASING)
         self.sampler = ResumableSampler(len(self.train_images), cfg.SOLVER.BATCH_SIZE, self.rank, self.world_size,
                                         cfg.SEED)
-        self.loader = torch.utils.data.DataLoader(
+        self.loader = ShieldedLoader(
             SeededLabelledImages(self.train_images, transform), batch_size=self.sampler.batch, sampler=self.sampler,
             num_workers=data.NUM_WORKERS, pin_memory=self.device.type == "cuda", drop_last=True,
-            persistent_workers=data.NUM_WORKERS > 0, worker_init_fn=ShieldedWorkerInit())
+            persistent_workers=data.NUM_WORKERS > 0)
         self.steps_per_epoch = self.sampler.steps_per_epoch
         self.total_steps = cfg.SOLVER.EPOCHS * self.steps_per_epoch
         self.step = 0
