@@ -27,7 +27,8 @@ def data_root(tmp_path_factory):
 
 
 def _env():
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))  # the same float math in every run
+    # the same float math in every run; OpenBLAS threads as a GPU node starts them (one per core) at import numpy
+    return dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="4", PYTHONPATH=str(ROOT))
 
 
 def _args(data_root, output_dir, *overrides):
@@ -36,6 +37,18 @@ def _args(data_root, output_dir, *overrides):
 
 def _torchrun(*launcher):
     return [sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "pretrain"]
+
+
+START_METHODS = ("fork", "forkserver", "spawn")  # Python 3.14 starts loader workers with forkserver on Linux
+
+
+def _with_start_method(method, launcher=()):
+    """``python -m pretrain`` (under torchrun's ``launcher`` if given) after a user's
+    ``multiprocessing.set_start_method(method)``."""
+    wrapper = [str(ROOT / "tests" / "start_method_main.py"), method, "pretrain"]
+    if launcher:
+        return [sys.executable, "-m", "torch.distributed.run", *launcher, *wrapper]
+    return [sys.executable, *wrapper]
 
 
 STANDALONE = ("--standalone", "--nproc_per_node=2")
@@ -84,14 +97,33 @@ def _signalled_run(command, log_path, ready, deliver):
     with open(log_path, "w") as log:
         proc = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
         _wait_until(proc, ready, "the signal")
-        targets = deliver(proc.pid)
+        job, targets = [proc.pid, *descendants(proc.pid)], deliver(proc.pid)
         for pid in targets:
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
         status = proc.wait(timeout=120)
+    _assert_all_ended(job)
     return status, log_path.read_text(), targets
+
+
+def _assert_all_ended(pids, within_s=15.0):
+    """No process of the job outlives it (a worker that ignored its loader's shutdown would)."""
+    deadline = time.time() + within_s
+    alive = list(pids)
+    while alive and time.time() < deadline:
+        alive = [pid for pid in alive if _running(pid)]
+        time.sleep(0.1)
+    assert not alive, f"processes left running: {alive}"
+
+
+def _running(pid) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _checkpoint_steps(output_dir) -> list[int]:
@@ -130,11 +162,12 @@ def _every_process(pid):
     return [pid, *descendants(pid)]
 
 
+@pytest.mark.parametrize("method", START_METHODS)
 @pytest.mark.parametrize("deliver", [_launcher_only, _every_process], ids=["to_torchrun", "to_every_process"])
 def test_sigterm_to_a_two_rank_torchrun_with_loader_workers_checkpoints_and_resumes_exactly(
-        data_root, straight, tmp_path, deliver):
+        data_root, straight, tmp_path, deliver, method):
     out = tmp_path / "run"
-    command = _torchrun(*STANDALONE) + _args(data_root, out)
+    command = _with_start_method(method, STANDALONE) + _args(data_root, out)
     status, output, targets = _signalled_run(command, tmp_path / "run.out", _logged(out, 5), deliver)
     assert deliver is _launcher_only or len(targets) >= 1 + 2 + 2 * int(WORKERS)  # torchrun, ranks, workers
     assert status == 1  # torchrun's own status after a signal; the ranks returned 75 (the marker says so)
@@ -142,11 +175,13 @@ def test_sigterm_to_a_two_rank_torchrun_with_loader_workers_checkpoints_and_resu
     _assert_resumes_to_the_straight_run(command, out, straight[2], step)
 
 
-def test_sigterm_to_one_process_and_its_loader_workers_checkpoints_and_resumes_exactly(data_root, straight, tmp_path):
+@pytest.mark.parametrize("method", START_METHODS)
+def test_sigterm_to_one_process_and_its_loader_workers_checkpoints_and_resumes_exactly(
+        data_root, straight, tmp_path, method):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "pretrain"] + _args(data_root, out)
+    command = _with_start_method(method) + _args(data_root, out)
     status, output, targets = _signalled_run(command, tmp_path / "run.out", _logged(out, 5), _every_process)
-    assert len(targets) == 1 + int(WORKERS) and status == EXIT_PREEMPTED
+    assert len(targets) >= 1 + int(WORKERS) and status == EXIT_PREEMPTED  # spawn: a resource tracker too
     step = _assert_stopped_with_checkpoint(out, output, ranks=1)
     _assert_resumes_to_the_straight_run(command, out, straight[1], step)
 
@@ -169,10 +204,8 @@ def test_two_torchrun_agents_survive_a_killed_rank_and_finish_from_the_last_chec
     # or more before the other (the other agent first waits for its old rank to end)
     command = _torchrun(*launcher) + _args(data_root, out, "CHECKPOINT.PERIOD", "2")
     logs = [open(tmp_path / f"agent{i}.out", "w") for i in range(2)]
-    # torchrun's agents share their rendezvous store with the ranks by default, and a restarted rank then reads the
-    # gloo addresses its dead predecessors published there (connection refused); torch's opt-out gives each round
-    # a store of its own
-    env = dict(_env(), TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
+    # torchrun as torch documents it: the agents share their store with the ranks (pretrain/engine/rendezvous.py)
+    env = {k: v for k, v in _env().items() if k != "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"}
     agents = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT) for log in logs]
     try:
         _wait_for_step(agents[1], out, 6)
@@ -266,3 +299,40 @@ def test_sigterm_to_detectron2_training_checkpoints_its_iteration_and_resumes_ex
     assert f"Starting training from iteration {stopped}" in (tmp_path / "resumed.out").read_text()
     a, b = (torch.load(d / "model_final.pth", weights_only=True) for d in (uninterrupted, out))
     assert_equal_states(a["model"], b["model"], "model")
+
+
+@pytest.fixture(scope="module")
+def coco_eval_root(tmp_path_factory):
+    """Enough validation images for an evaluation that lasts a few seconds on CPU."""
+    from dspnet_d2.demo.data import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("coco_eval"), image_size=32, train_per_class=2, val_per_class=1,
+                             coco_train_images=6, coco_val_images=40)
+
+
+def test_sigterm_during_a_detectron2_evaluation_waits_for_it_then_checkpoints_and_resumes(coco_eval_root, tmp_path):
+    """TEST.EVAL_PERIOD 4: SIGTERM to every process (the evaluation's loader workers among them) once the
+    evaluation after iteration 4 has started. The evaluation ends, then iteration 4's checkpoint and exit 75; the
+    rerun finishes and evaluates."""
+    pytest.importorskip("detectron2")
+    out = tmp_path / "run"
+    command = [arg for arg in _train_net(coco_eval_root, out)]
+    command[command.index("TEST.EVAL_PERIOD") + 1] = "4"
+    command[command.index("SOLVER.MAX_ITER") + 1] = "8"
+    command[command.index("SOLVER.STEPS") + 1] = "(6,)"
+    log_path = tmp_path / "run.out"
+
+    def evaluating(pid):
+        return log_path.exists() and "Start inference on" in log_path.read_text() and len(descendants(pid)) >= 4
+
+    status, output, targets = _signalled_run(command, log_path, evaluating, _every_process)
+    assert len(targets) >= 1 + 2 * int(WORKERS)  # the training loader's workers and the evaluation's
+    assert status == EXIT_PREEMPTED, output[-3000:]
+    assert "Traceback" not in output and "DataLoader worker" not in output
+    assert json.loads((out / "stopped.json").read_text())["step"] == 4
+    assert (out / "last_checkpoint").read_text().strip() == "model_0000003.pth"
+    assert "Total inference time" in output  # the evaluation it came in finished
+
+    _run(command, tmp_path / "resumed.out")
+    assert "Starting training from iteration 4" in (tmp_path / "resumed.out").read_text()
+    assert json.loads((out / "final_results.json").read_text())["results"]["bbox"]

@@ -2,13 +2,16 @@
 ``main``, shared by ``tools/train_net.py`` and the pipeline (needs detectron2)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
+import random
 import sys
 import weakref
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import require_detectron2
@@ -22,7 +25,7 @@ from detectron2.evaluation import COCOEvaluator  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
 from ..errors import EXIT_PREEMPTED, MissingFileError, Preempted  # noqa: E402
-from ..seeding import rng_state, set_rng_state  # noqa: E402
+from ..seeding import derive_seed, rng_state, set_rng_state  # noqa: E402
 from ..stopping import DEFAULT_STOP_SIGNALS, ForwardSignals, StopProtocol  # noqa: E402
 from ..workers import ShieldedLoader  # noqa: E402
 from .checkpoint import DSPNetCheckpointer  # noqa: E402
@@ -157,8 +160,33 @@ def load_config(config_file: str, opts=()):
 def setup(args):
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
-    default_setup(cfg, args)
+    with _any_seed():
+        default_setup(cfg, args)
     return cfg
+
+
+@contextlib.contextmanager
+def _any_seed():
+    """detectron2's ``default_setup`` seeds NumPy with ``SEED + rank``, which NumPy refuses past 2**32 - 1: inside
+    the block it seeds every generator from a seed derived from that one instead, so any 63-bit ``SEED`` works
+    (``-1`` stays detectron2's random seed)."""
+    from detectron2.engine import defaults
+
+    original = defaults.seed_all_rng
+
+    def seed_all(seed=None):
+        if seed is None or 0 <= seed < 2 ** 32:
+            return original(seed)  # what detectron2 does, where it can
+        random.seed(seed)
+        np.random.seed(derive_seed(seed) % 2 ** 32)
+        torch.manual_seed(derive_seed(seed))  # every device's generator too
+        os.environ["PYTHONHASHSEED"] = str(seed)
+
+    defaults.seed_all_rng = seed_all
+    try:
+        yield
+    finally:
+        defaults.seed_all_rng = original
 
 
 def main(args) -> dict:
