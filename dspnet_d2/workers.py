@@ -20,11 +20,13 @@ A worker still ends with its loader's process: PyTorch's workers watch it.
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
 import subprocess
 import threading
+from multiprocessing import resource_tracker
 
 import _posixsubprocess
 from torch.utils.data import DataLoader
@@ -69,8 +71,17 @@ class ShieldedLoader(DataLoader):
         super().__init__(*args, worker_init_fn=ShieldedWorkerInit(worker_init_fn), **kwargs)
 
     def _get_iterator(self):
+        if self.num_workers > 0 and _start_method(self) != "fork":
+            # started now, not inside the block: multiprocessing unblocks SIGINT and SIGTERM in the calling thread
+            # after starting its resource tracker (which spawn and forkserver workers need)
+            resource_tracker.ensure_running()
         with blocked_stop_signals():  # the workers start here, and with them a fork server not yet running
             return super()._get_iterator()
+
+
+def _start_method(loader: DataLoader) -> str:
+    context = loader.multiprocessing_context
+    return context.get_start_method() if context is not None else multiprocessing.get_start_method()
 
 
 _shielded = False
@@ -95,6 +106,7 @@ def shield_worker() -> None:
             os._exit(0)  # the loader's shutdown: what PyTorch's own worker handler does on its parent's SIGTERM
 
     def take_signals() -> None:
+        _name_this_thread(b"stop-shield")  # in ps -L and /proc: sigwaitinfo shows its mask open while it waits
         while True:
             info = signal.sigwaitinfo(SHIELDED_SIGNALS)
             take(info.si_signo, info.si_pid)
@@ -105,6 +117,13 @@ def shield_worker() -> None:
         signal.signal(sig, lambda signum, frame: take(signum, None))
     threading.Thread(target=take_signals, name="stop-signal-shield", daemon=True).start()
     _children_start_unshielded()
+
+
+def _name_this_thread(name: bytes) -> None:
+    try:
+        ctypes.CDLL(None).prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME (Linux)
+    except (OSError, AttributeError):
+        pass
 
 
 def _unshield_this_process() -> None:

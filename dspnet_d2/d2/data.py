@@ -88,11 +88,11 @@ def data_seed(cfg) -> int:
     return max(cfg.SEED, 0)
 
 
-def build_resumable_train_loader(cfg) -> ShieldedLoader:
+def build_resumable_train_loader(cfg, mapper=None) -> ShieldedLoader:
     """detectron2's training loader of ``cfg`` (its dataset, mapper and index sampler, ``IMS_PER_BATCH`` split
     across ranks, ``ASPECT_RATIO_GROUPING``), resumable: set ``loader.batch_sampler.start_iter`` before the first
-    batch is drawn."""
-    parts = _train_loader_from_config(cfg)
+    batch is drawn. ``mapper``: as in ``build_detection_train_loader`` (default: ``DatasetMapper(cfg, True)``)."""
+    parts = _train_loader_from_config(cfg, mapper=mapper)
     dicts = parts["dataset"]
     world = comm.get_world_size()
     if cfg.SOLVER.IMS_PER_BATCH % world:
