@@ -173,3 +173,39 @@ def test_train_transform_crops_within_the_configured_scale():
         _, _, h, w = crop.get_params(image, crop.scale, crop.ratio)
         assert abs(h * w / 64 ** 2 - 0.5) < 0.05
     assert train_transform(16, (0.0,) * 3, (1.0,) * 3).transforms[0].scale == (0.08, 1.0)
+
+
+def test_an_unreadable_image_is_replaced_by_one_of_the_subset_only(tmp_path):
+    """The 1% / 10% protocols train on their subset: the replacement of an unreadable image comes from it too."""
+    from PIL import Image
+
+    from dspnet_d2.images import ImageFolderIO, SeededLabelledImages
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / cls / f"{i}.png")
+    (tmp_path / "a" / "1.png").write_bytes(b"not an image")
+    images = ImageFolderIO(str(tmp_path))
+    subset = [images.samples.index((str(tmp_path / "a" / "1.png"), 0)),
+              images.samples.index((str(tmp_path / "b" / "2.png"), 1))]
+    dataset = SeededLabelledImages(images, lambda image: image, subset)
+    image, label, skipped = dataset[(0, 7)]  # the unreadable one: the next of the subset is b/2.png
+    assert (label, skipped) == (1, 1) and image.getpixel((0, 0)) == (80, 0, 0)
+
+
+def test_the_linear_evaluation_rounds_a_batch_the_processes_do_not_divide(tmp_path):
+    from dspnet_d2.images import ImageFolderIO
+    from pretrain.eval.runner import Evaluation
+
+    from PIL import Image
+
+    for i in range(300):
+        (tmp_path / "c").mkdir(exist_ok=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / "c" / f"{i}.png")
+    evaluation = Evaluation.__new__(Evaluation)  # only what train_loader reads
+    evaluation.cfg = load_eval_cfg(None, ["PROTOCOL", "linear", "PRETRAINED", __file__, "TRAIN.BATCH_SIZE", "256"])
+    evaluation.train_images, evaluation.subset = ImageFolderIO(str(tmp_path)), None
+    evaluation.rank, evaluation.world, evaluation.main, evaluation.device = 1, 3, False, torch.device("cpu")
+    loader = evaluation.train_loader(lambda image: image)
+    assert loader.batch_size == 85 and loader.sampler.global_batch == 255  # 256 on 3 processes, as before

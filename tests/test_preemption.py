@@ -210,3 +210,67 @@ def test_processes_a_forwarded_child_leaves_running_are_ended(tmp_path, stubborn
     rank_pid = int(pid_file.read_text())
     assert not os.path.exists(f"/proc/{rank_pid}")  # ended and reaped
     assert (time.monotonic() - start >= 1.0) == stubborn  # only the stubborn one waited for SIGKILL
+
+
+def test_the_stop_protocol_saves_marks_and_raises_only_once_a_signal_came(tmp_path):
+    from dspnet_d2.stopping import STOP_MARKER, Preempted, StopProtocol
+
+    (tmp_path / STOP_MARKER).write_text("{}")  # an earlier stop, over once the run starts again
+    saved = []
+    with StopProtocol(str(tmp_path), ["SIGUSR1"]) as stops:
+        assert not (tmp_path / STOP_MARKER).exists()
+        stops.check(3, lambda: saved.append(3))
+        assert saved == []  # no signal: no save, no stop
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.01)
+        with pytest.raises(Preempted, match="stopped by SIGUSR1 after iteration 4 of 9"):
+            stops.check(4, lambda: saved.append(4), where="iteration 4 of 9")
+    assert saved == [4]
+    assert json.loads((tmp_path / STOP_MARKER).read_text()) == {"signal": "SIGUSR1", "step": 4,
+                                                               "exit_status": EXIT_PREEMPTED}
+
+
+def test_errors_and_stopping_import_without_a_cycle():
+    script = ("import sys, dspnet_d2.errors as e\n"
+              "assert 'dspnet_d2.stopping' not in sys.modules\n"
+              "import dspnet_d2.stopping as s\n"
+              "assert s.Preempted is e.Preempted and s.EXIT_PREEMPTED == e.EXIT_PREEMPTED == 75\n")
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+def test_the_clean_up_of_a_stage_waits_a_bounded_time_for_a_process_sigkill_cannot_end(monkeypatch):
+    """A process in uninterruptible I/O outlives SIGKILL: the clean-up returns it after the grace periods instead
+    of waiting without bound (simulated: the process is never reported as ended)."""
+    from pretrain.engine import preemption
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    sent = []
+    monkeypatch.setattr(preemption, "_send", lambda pid, sig: sent.append(sig))
+    monkeypatch.setattr(preemption.os, "waitpid", lambda pid, flags: (0, 0))
+    start = time.monotonic()
+    assert preemption.end_processes([sleeper.pid], grace_s=0.2, kill_grace_s=0.3) == {sleeper.pid}
+    assert 0.5 <= time.monotonic() - start < 5 and sent == [signal.SIGTERM, signal.SIGKILL]
+    monkeypatch.undo()
+    sleeper.kill()
+    sleeper.wait()
+
+
+def test_a_forwarded_child_is_ended_when_waiting_for_it_is_interrupted(tmp_path, monkeypatch):
+    """The clean-up runs in a ``finally``: an exception while waiting still ends the child and what it left."""
+    from pretrain.engine import preemption
+
+    child = ForwardedChild([sys.executable, "-c", "import time; time.sleep(60)"], orphan_grace_s=5)
+    calls = {"n": 0}
+    real_sleep = time.sleep
+
+    def interrupted_sleep(seconds):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        real_sleep(seconds)
+
+    monkeypatch.setattr(preemption.time, "sleep", interrupted_sleep)
+    with pytest.raises(KeyboardInterrupt):
+        child.run()
+    monkeypatch.undo()
+    assert child.proc.returncode == -signal.SIGTERM

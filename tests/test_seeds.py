@@ -102,3 +102,5 @@ def test_detectron2_training_takes_a_63_bit_seed(tmp_path):
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (out / "final_results.json").exists()
+    rng = torch.load(out / "model_final.pth", weights_only=False)["trainer"]["rng"]  # every generator it draws from
+    assert {"python", "numpy", "torch"} <= set(rng) and ("cuda" in rng) == torch.cuda.is_available()

@@ -9,6 +9,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from dspnet_d2.seeding import rng_state, set_rng_state
 from dspnet_d2.stopping import StopProtocol
 from dspnet_d2.weights import save_atomic
 
@@ -70,6 +71,8 @@ def train_classifier(model: Classifier, train_loader, val_loader, cfg, device: t
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, start_batch = state["epoch"], state.get("batch", 0)
+        if "rng" in state:
+            set_rng_state(state["rng"])
     world = world_size()
     trained = model
     if world > 1:
@@ -83,7 +86,7 @@ def train_classifier(model: Classifier, train_loader, val_loader, cfg, device: t
     def save(epoch: int, batch: int) -> None:
         if main:
             save_atomic({"epoch": epoch, "batch": batch, "model": model.state_dict(),
-                         "optimizer": optimizer.state_dict()}, state_path)
+                         "optimizer": optimizer.state_dict(), "rng": rng_state()}, state_path)
         if world > 1:
             dist.barrier()
 
