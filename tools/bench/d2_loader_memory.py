@@ -60,6 +60,7 @@ def uss_mib(pid: int) -> float:
 
 def worker_memory(loader, batches: int) -> list[float]:
     before = set(children())
+    gc.collect()  # what the main process frees later would stay in the workers' private pages, for either loader
     iterator = iter(loader)
     for _ in range(batches):
         next(iterator)
