@@ -274,3 +274,22 @@ def test_a_forwarded_child_is_ended_when_waiting_for_it_is_interrupted(tmp_path,
         child.run()
     monkeypatch.undo()
     assert child.proc.returncode == -signal.SIGTERM
+
+
+def test_a_detectron2_evaluation_a_stop_came_before_is_skipped(tmp_path):
+    """The final evaluation after a stop at the last iteration (detectron2 runs it in ``after_train``, even when
+    training ends by an exception) is left to the rerun; without a stop it runs."""
+    pytest.importorskip("detectron2")
+    from types import SimpleNamespace
+
+    from dspnet_d2.d2.train import StoppableEvalHook
+    from dspnet_d2.stopping import StopProtocol
+
+    for stopped in (False, True):
+        evaluated = []
+        stops = StopProtocol(str(tmp_path), signals=[])
+        stops.signals.requested = "SIGTERM" if stopped else None
+        hook = StoppableEvalHook(4, lambda: evaluated.append(1) or {}, stops)
+        hook.trainer = SimpleNamespace(iter=7, max_iter=8, storage=None)
+        hook.after_train()
+        assert evaluated == ([] if stopped else [1])
