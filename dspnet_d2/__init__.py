@@ -1,11 +1,17 @@
 """dspnet: slimmable pretrained networks (DSPNet) and their detectron2 backbones."""
-from .d2.config import add_dspnet_config
-from .deploy.export import export_dn
-from .dn import DN_SETS, FAMILIES, DNSpec, dn_set, parse_dn
-from .errors import ExistingFileError, InvalidInputError, MissingFileError, UserError
-from .families import FAMILY_DESCRIPTORS, Family, build_static_dn, build_supernet, get_family
-from .recalibration import recalibrate_bn
-from .slim import SlimMobileNetV3, SlimResNet, Supernet
+import warnings
+
+# fvcore (detectron2's dependency) scripts a function at import; torch's deprecation of torch.jit.script then
+# reached every command's error output, beside its one-line error, with nothing a user can act on
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+
+from .d2.config import add_dspnet_config  # noqa: E402
+from .deploy.export import export_dn  # noqa: E402
+from .dn import DN_SETS, FAMILIES, DNSpec, dn_set, parse_dn  # noqa: E402
+from .errors import ExistingFileError, InvalidInputError, MissingFileError, UserError  # noqa: E402
+from .families import FAMILY_DESCRIPTORS, Family, build_static_dn, build_supernet, get_family  # noqa: E402
+from .recalibration import recalibrate_bn  # noqa: E402
+from .slim import SlimMobileNetV3, SlimResNet, Supernet  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["add_dspnet_config", "DN_SETS", "FAMILIES", "DNSpec", "dn_set", "parse_dn", "export_dn", "recalibrate_bn",

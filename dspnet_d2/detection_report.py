@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import json
 import math
 import os
@@ -50,11 +51,23 @@ def read_run(path: str) -> tuple[str | None, dict | None]:
     return dn, None
 
 
-def collect(runs: list[str]) -> tuple[list[dict], list[str]]:
-    """Table rows of the finished runs of ``runs`` (``[SERIES=]run_dir``) and a note per missing one."""
-    rows, missing = [], []
+def expand_runs(runs: list[str]) -> list[tuple[str, str]]:
+    """``(series, run_dir)`` of each ``[SERIES=]run_dir`` argument; a run_dir with ``*``, ``?`` or ``[`` is a
+    pattern (``SERIES=output/detection/dspnet_*``: the shell leaves it alone after ``=``), expanded to its
+    folders; a pattern that matches none is kept, to be listed as missing."""
+    found = []
     for arg in runs:
         series, _, path = arg.rpartition("=") if "=" in arg else ("run", "", arg)
+        matches = sorted(p for p in glob.glob(path) if os.path.isdir(p)) if glob.has_magic(path) else [path]
+        found += [(series, match) for match in matches or [path]]
+    return found
+
+
+def collect(runs: list[str]) -> tuple[list[dict], list[str]]:
+    """Table rows of the finished runs of ``runs`` (``[SERIES=]run_dir``, patterns expanded) and a note per
+    missing one."""
+    rows, missing = [], []
+    for series, path in expand_runs(runs):
         dn, metrics = read_run(path)
         if dn is None or metrics is None or any(f"{t}/{n}" not in metrics for t, n in METRICS):
             missing.append(f"{path} ({'no config' if dn is None else 'no final COCO metrics'})")
@@ -121,7 +134,7 @@ COMMAND_HELP = """Collect Mask R-CNN runs into the AP^bb / AP^mk table (markdown
     python tools/report.py output/detection/demo
 
 Each argument is a run directory (tools/train_net.py's OUTPUT_DIR), optionally prefixed by a series
-name. A run's metrics come from final_results.json, else from the last evaluation in metrics.json;
+name; a directory with * ? [ is a pattern, expanded here (the shell does not expand it after "SERIES="). A run's metrics come from final_results.json, else from the last evaluation in metrics.json;
 runs without any are listed as missing, never dropped silently.
 """
 

@@ -198,3 +198,13 @@ def test_user_errors_are_still_the_builtins_callers_catch(tmp_path):
     (tmp_path / "train" / "cat").mkdir(parents=True)
     with pytest.raises(FileExistsError):
         make_demo_dataset(tmp_path)
+
+
+def test_an_error_is_one_line_without_a_third_party_warning(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "pretrain", "--config-file", str(tmp_path / "absent.yaml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: config file '{tmp_path / 'absent.yaml'}' does not exist"]

@@ -7,7 +7,7 @@ from pretrain_utils import run_tool, tiny_data
 from torchvision.models import mobilenet_v3_large, resnet18
 
 from dspnet_d2 import build_static_dn, build_supernet, export_dn
-from dspnet_d2.deploy.convert import D2_PREFIX, dn_backbone_state
+from dspnet_d2.deploy.convert import D2_PREFIX, dn_backbone_state, read_d2_pkl
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.images import ImageFolderIO
 from dspnet_d2.recalibration import recalibrate_on_images
@@ -52,7 +52,9 @@ def test_dn_pkl_has_backbone_keys_and_shapes(pretrain_ckpt, tmp_path, dn, conver
 def test_supernet_pkl_and_exported_dn_source(pretrain_ckpt, tmp_path, convert):
     path, net = pretrain_ckpt
     _ok(convert(path, "--supernet", "-o", tmp_path / "all.pkl"))
-    data = pickle.load(open(tmp_path / "all.pkl", "rb"))
+    with pytest.raises(ValueError, match="DSPNetCheckpointer"):  # what detectron2's own checkpointer does
+        pickle.load(open(tmp_path / "all.pkl", "rb"))
+    data = read_d2_pkl(open(tmp_path / "all.pkl", "rb"))
     assert data["dspnet_supernet"] == "mbv3_w1.0"
     assert data["model"][D2_PREFIX + "features.16.0.weight"].shape == (960, 160, 1, 1)
     exported = tmp_path / "mbv3_w0.5.pth"

@@ -5,6 +5,7 @@ import torch
 
 detectron2 = pytest.importorskip("detectron2")
 
+from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_backbone, build_model  # noqa: E402
 
@@ -78,6 +79,9 @@ def test_backbone_shapes_load_and_features(supernets, tmp_path, dn):
     mine, theirs = model.backbone.bottom_up.state_dict(), other.backbone.bottom_up.state_dict()
     for key in mine:
         assert torch.equal(mine[key], theirs[key]), key
+    # detectron2's own checkpointer would skip every tensor of another shape: it refuses the supernet file loudly
+    with pytest.raises(ValueError, match="DSPNetCheckpointer"):
+        DetectionCheckpointer(other).load(str(full))
 
 
 def test_wrong_family_builder_and_bad_features():

@@ -1,7 +1,6 @@
 """python -m pretrain.pipeline on a tiny configuration: every stage, skip-if-done, kill and rerun, no detectron2."""
 import json
 import os
-import pickle
 import re
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import torch
 import yaml
 
 from dspnet_d2.demo.data import make_demo_dataset
+from dspnet_d2.deploy.convert import read_d2_pkl
 from dspnet_d2.errors import cli_main
 from dspnet_d2.weights import read_weights
 from pretrain.engine.preemption import EXIT_PREEMPTED
@@ -86,7 +86,7 @@ def test_without_detectron2_runs_stages_1_to_3_and_says_what_it_skipped(tiny):
     assert {(r["series"], r["dn"]) for r in knn} == {(s, dn) for s in ("DSPNet", "initial weights", "random init")
                                                       for dn in DNS}
     with open(out / "dspnet_supernet.pkl", "rb") as f:
-        assert pickle.load(f)["dspnet_supernet"] == "mbv3_w1.0"
+        assert read_d2_pkl(f)["dspnet_supernet"] == "mbv3_w1.0"
     for number, stage in ((4, "detection"), (5, "ap_table"), (6, "pictures")):
         assert f"  {number}. {stage:<10} skipped: detectron2 is not installed" in stdout
     report = (out / "report.md").read_text()
@@ -117,7 +117,7 @@ def assert_same_stage_1_to_3(a, b):
                 for r in json.loads((out / "knn" / "results.json").read_text())["results"]}
     assert top1(a) == top1(b)
     with open(a / "dspnet_supernet.pkl", "rb") as fa, open(b / "dspnet_supernet.pkl", "rb") as fb:
-        pa, pb = pickle.load(fa)["model"], pickle.load(fb)["model"]
+        pa, pb = read_d2_pkl(fa)["model"], read_d2_pkl(fb)["model"]
     assert pa.keys() == pb.keys() and all(np.array_equal(pa[k], pb[k]) for k in pa)
 
 

@@ -44,3 +44,18 @@ def test_report_table_csv_plot_and_missing_runs(tmp_path):
     lines = (out / "detection.csv").read_text().splitlines()
     assert lines[0].startswith("series,dn,params,flops,bbox/AP") and len(lines) == 5
     assert (out / "detection.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_expands_a_pattern_after_the_series_name(tmp_path):
+    """``DSPNet=output/detection/dspnet_*``: the shell leaves the pattern alone after ``=``; the tool expands it."""
+    for dn in ("mbv3_w0.5", "mbv3_w1.0"):
+        _run_dir(tmp_path / f"dspnet_{dn}", dn, results=_coco(30.0))
+    _run_dir(tmp_path / "byol_mbv3_w0.5", "mbv3_w0.5", results=_coco(25.0))
+    out = tmp_path / "report"
+    result = subprocess.run([sys.executable, "tools/report.py", f"DSPNet={tmp_path}/dspnet_*",
+                             f"BYOL={tmp_path}/byol_*", f"none={tmp_path}/absent_*", "-o", str(out)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    table = (out / "detection.md").read_text()
+    assert "| DSPNet | mbv3_w0.5 |" in table and "| DSPNet | mbv3_w1.0 |" in table and "| BYOL | mbv3_w0.5 |" in table
+    assert "(no config)" in table and "absent_*" in table and "dspnet_*" not in table

@@ -14,13 +14,13 @@ from . import require_detectron2
 require_detectron2(__name__)
 
 import detectron2.data.transforms as T  # noqa: E402
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.data import DatasetCatalog, detection_utils  # noqa: E402
 from detectron2.export import TracingAdapter  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
 from ..deploy.formats import ParityError, require_deploy_extra  # noqa: E402
 from ..errors import MissingFileError  # noqa: E402
+from .checkpoint import DSPNetCheckpointer  # noqa: E402
 from .train import load_config, register_demo  # noqa: E402
 
 __all__ = ["load_eval_model", "model_input", "tracing_adapter", "export_model", "eager_fields", "load_exported",
@@ -39,7 +39,7 @@ MATCH_IOU = 0.5
 def load_eval_model(cfg) -> torch.nn.Module:
     """``build_model`` with ``MODEL.WEIGHTS`` loaded, in eval mode (SyncBN in eval is plain BN)."""
     model = build_model(cfg)
-    DetectionCheckpointer(model).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
+    DSPNetCheckpointer(model).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
     return model.eval()
 
 

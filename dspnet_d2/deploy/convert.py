@@ -11,13 +11,15 @@ import numpy as np
 import torch
 
 from ..dn import DNSpec, largest_dn
+from ..errors import InvalidInputError
 from ..families import build_static_dn, head_names
 from ..weights import slice_for_dn
 
 D2_PREFIX = "backbone.bottom_up.body."
 _HEAD_PREFIXES = tuple(f"{name}." for name in head_names())  # classifiers are not part of the backbone
 
-__all__ = ["D2_PREFIX", "dn_backbone_state", "supernet_backbone_state", "to_d2_model", "save_d2_pkl"]
+__all__ = ["D2_PREFIX", "dn_backbone_state", "supernet_backbone_state", "to_d2_model", "save_d2_pkl", "read_d2_pkl",
+           "SupernetTensors"]
 
 
 def dn_backbone_state(weights: dict[str, torch.Tensor], dn: "str | DNSpec") -> dict[str, torch.Tensor]:
@@ -31,12 +33,44 @@ def to_d2_model(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
 
 def save_d2_pkl(path: str, model: dict[str, np.ndarray], supernet: DNSpec | None = None) -> None:
     """detectron2's format: ``{"model", "__author__", "matching_heuristics"}`` (+ the supernet DN
-    for a file that holds every DN, sliced at load time by ``DSPNetCheckpointer``)."""
-    data = {"model": model, "__author__": "dspnet", "matching_heuristics": False}
+    for a file that holds every DN, sliced at load time by ``DSPNetCheckpointer``: its tensors are a
+    ``SupernetTensors``, which no other reader unpickles)."""
+    data = {"model": SupernetTensors(model) if supernet is not None else model, "__author__": "dspnet",
+            "matching_heuristics": False}
     if supernet is not None:
         data["dspnet_supernet"] = str(supernet)
     with open(path, "wb") as f:
         pickle.dump(data, f)
+
+
+class SupernetTensors(dict):
+    """The backbone tensors of every DN (the supernet's shapes) in a .pkl. Unpickling them outside
+    ``read_d2_pkl`` (as detectron2's own ``DetectionCheckpointer`` does) raises: a stock checkpointer would skip
+    every tensor whose shape differs from the chosen DN's with one log line, and a smaller DN would train from
+    mostly random weights."""
+
+    def __reduce__(self):
+        return _refuse_supernet_tensors, (dict(self),)
+
+
+def _refuse_supernet_tensors(tensors: dict):
+    raise InvalidInputError(
+        "this .pkl holds every DN of a DSPNet supernet, which detectron2's own DetectionCheckpointer would load "
+        "as mostly random weights (it skips every tensor whose shape differs from the DN's). Load it with "
+        "dspnet_d2.d2.checkpoint.DSPNetCheckpointer (tools/train_net.py does; in your own trainer, use it in "
+        "place of DetectionCheckpointer), or write the one DN's .pkl: tools/convert_to_d2.py CHECKPOINT --dn DN")
+
+
+class _SupernetUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if module == __name__ and name == "_refuse_supernet_tensors":
+            return dict
+        return super().find_class(module, name)
+
+
+def read_d2_pkl(file) -> dict:
+    """A detectron2 .pkl (an open binary file), a supernet's included (its tensors as a plain dict)."""
+    return _SupernetUnpickler(file, encoding="latin1").load()
 
 
 def supernet_backbone_state(weights: dict[str, torch.Tensor], dns) -> tuple[dict[str, torch.Tensor], DNSpec]:

@@ -6,9 +6,10 @@ r"""Convert DSPNet / BYOL / torchvision weights to a detectron2 .pkl for the DSP
     python tools/convert_to_d2.py resnet18-f37072fd.pth --dn resnet18 -o resnet18_supervised.pkl
     python tools/convert_to_d2.py output/demo/checkpoint_00000280.pth --supernet -o dspnet_mbv3_all.pkl
 
-With ``--supernet`` the file holds every DN of the run; the backbone slices the selected
-``MODEL.DSPNET.DN`` out of it at load time, with the BN statistics that all DNs share (detection
-fine-tuning with SyncBN re-estimates them).
+With ``--supernet`` the file holds every DN of the run; ``DSPNetCheckpointer`` (``tools/train_net.py``'s) slices
+the selected ``MODEL.DSPNET.DN`` out of it at load time, with the BN statistics that all DNs share (detection
+fine-tuning with SyncBN re-estimates them). detectron2's own ``DetectionCheckpointer`` refuses the file with
+an error saying so, rather than loading a smaller DN as mostly random weights.
 
 Every DN of a pretraining checkpoint shares the supernet's BN buffers, so a per-DN .pkl from one gets
 its own statistics, recalibrated on a seeded sample of training images (``--data-root``), or states
