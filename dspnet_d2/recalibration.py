@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from .errors import InvalidInputError
 from .images import ImageFolderIO, LabelledImages, eval_transform
-from .workers import ShieldedLoader
+from .runtime.workers import ShieldedLoader
 
 __all__ = ["recalibrate_bn", "seeded_subset", "recalibration_loader", "recalibrate_on_images", "IMAGENET_MEAN",
            "IMAGENET_STD", "RecalibrationOptions", "add_recalibration_args", "check_recalibration_args",

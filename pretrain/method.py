@@ -17,7 +17,7 @@ from torch import nn
 
 from dspnet_d2.dn import DNSpec, dn_set, largest_dn, smallest_dn
 from dspnet_d2.families import build_supernet
-from dspnet_d2.seeding import derive_seed
+from dspnet_d2.runtime.seeding import derive_seed
 from dspnet_d2.slim import Supernet
 from dspnet_d2.slim.ops import SlimBatchNorm1d, SlimLinear, commit_momentum_stats, configure_norms
 

@@ -204,7 +204,7 @@ def test_two_torchrun_agents_survive_a_killed_rank_and_finish_from_the_last_chec
     # or more before the other (the other agent first waits for its old rank to end)
     command = _torchrun(*launcher) + _args(data_root, out, "CHECKPOINT.PERIOD", "2")
     logs = [open(tmp_path / f"agent{i}.out", "w") for i in range(2)]
-    # torchrun as torch documents it: the agents share their store with the ranks (pretrain/engine/rendezvous.py)
+    # torchrun as torch documents it: the agents share their store with the ranks (dspnet_d2/runtime/rendezvous.py)
     env = {k: v for k, v in _env().items() if k != "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"}
     agents = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT) for log in logs]
     try:

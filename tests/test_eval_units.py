@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from dspnet_d2.stopping import Preempted, StopProtocol
+from dspnet_d2.runtime.stopping import Preempted, StopProtocol
 from pretrain.data.sampler import ResumableSampler
 from pretrain.eval.classifier import Classifier, train_classifier
 from pretrain.eval.config import load_eval_cfg

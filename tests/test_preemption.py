@@ -213,7 +213,7 @@ def test_processes_a_forwarded_child_leaves_running_are_ended(tmp_path, stubborn
 
 
 def test_the_stop_protocol_saves_marks_and_raises_only_once_a_signal_came(tmp_path):
-    from dspnet_d2.stopping import STOP_MARKER, Preempted, StopProtocol
+    from dspnet_d2.runtime.stopping import STOP_MARKER, Preempted, StopProtocol
 
     (tmp_path / STOP_MARKER).write_text("{}")  # an earlier stop, over once the run starts again
     saved = []
@@ -232,8 +232,8 @@ def test_the_stop_protocol_saves_marks_and_raises_only_once_a_signal_came(tmp_pa
 
 def test_errors_and_stopping_import_without_a_cycle():
     script = ("import sys, dspnet_d2.errors as e\n"
-              "assert 'dspnet_d2.stopping' not in sys.modules\n"
-              "import dspnet_d2.stopping as s\n"
+              "assert 'dspnet_d2.runtime.stopping' not in sys.modules\n"
+              "import dspnet_d2.runtime.stopping as s\n"
               "assert s.Preempted is e.Preempted and s.EXIT_PREEMPTED == e.EXIT_PREEMPTED == 75\n")
     subprocess.run([sys.executable, "-c", script], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
 
@@ -283,7 +283,7 @@ def test_a_detectron2_evaluation_a_stop_came_before_is_skipped(tmp_path):
     from types import SimpleNamespace
 
     from dspnet_d2.d2.train import StoppableEvalHook
-    from dspnet_d2.stopping import StopProtocol
+    from dspnet_d2.runtime.stopping import StopProtocol
 
     for stopped in (False, True):
         evaluated = []

@@ -9,7 +9,7 @@ import pytest
 import torch
 from pretrain_utils import ROOT, tiny_cfg, tiny_data
 
-from dspnet_d2.seeding import derive_seed, rng_state, seeded, set_rng_state
+from dspnet_d2.runtime.seeding import derive_seed, rng_state, seeded, set_rng_state
 from pretrain.data.sampler import ResumableSampler
 from pretrain.engine.trainer import Trainer
 from pretrain.eval.__main__ import main as eval_main

@@ -1,4 +1,4 @@
-"""Loader workers that outlive a stop signal under every start method (dspnet_d2.workers): born with the signals
+"""Loader workers that outlive a stop signal under every start method (dspnet_d2.runtime.workers): born with the signals
 blocked in every thread, ended by their loader's own SIGTERM, not by anyone else's while the loader lives, ended
 by anyone's once orphaned, and starting programs with the default mask."""
 import multiprocessing
@@ -12,7 +12,7 @@ import pytest
 import torch
 from worker_datasets import Slow, WorkerFacts
 
-from dspnet_d2.workers import SHIELDED_SIGNALS, ShieldedLoader
+from dspnet_d2.runtime.workers import SHIELDED_SIGNALS, ShieldedLoader
 
 METHODS = ("fork", "forkserver", "spawn")
 STOP_MASK = sum(1 << (sig - 1) for sig in SHIELDED_SIGNALS)
@@ -67,7 +67,7 @@ ORPHAN = """
 import multiprocessing, sys
 sys.path.insert(0, sys.argv[2])
 from worker_datasets import Slow
-from dspnet_d2.workers import ShieldedLoader
+from dspnet_d2.runtime.workers import ShieldedLoader
 loader = ShieldedLoader(Slow(60, sys.argv[3]), batch_size=None, num_workers=1,
                         multiprocessing_context=multiprocessing.get_context(sys.argv[1]))
 next(iter(loader))

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..seeding import derive_seed, seeded
-from ..workers import ShieldedLoader
+from ..runtime.seeding import derive_seed, seeded
+from ..runtime.workers import ShieldedLoader
 from . import require_detectron2
 
 require_detectron2(__name__)

@@ -25,9 +25,9 @@ from detectron2.evaluation import COCOEvaluator  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
 from ..errors import EXIT_PREEMPTED, MissingFileError, Preempted  # noqa: E402
-from ..seeding import derive_seed, rng_state, set_rng_state  # noqa: E402
-from ..stopping import DEFAULT_STOP_SIGNALS, ForwardSignals, StopProtocol  # noqa: E402
-from ..workers import ShieldedLoader  # noqa: E402
+from ..runtime.seeding import derive_seed, rng_state, set_rng_state  # noqa: E402
+from ..runtime.stopping import DEFAULT_STOP_SIGNALS, ForwardSignals, StopProtocol  # noqa: E402
+from ..runtime.workers import ShieldedLoader  # noqa: E402
 from .checkpoint import DSPNetCheckpointer  # noqa: E402
 from .config import add_dspnet_config  # noqa: E402
 from .data import build_resumable_train_loader  # noqa: E402

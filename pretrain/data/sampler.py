@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import Sampler
 
 from dspnet_d2.errors import InvalidInputError
-from dspnet_d2.seeding import derive_seed
+from dspnet_d2.runtime.seeding import derive_seed
 
 __all__ = ["ResumableSampler"]
 

@@ -7,7 +7,7 @@ import re
 import torch
 
 from dspnet_d2.errors import InvalidInputError
-from dspnet_d2.seeding import rng_state, set_rng_state
+from dspnet_d2.runtime.seeding import rng_state, set_rng_state
 from dspnet_d2.weights import PRETRAIN_FORMAT as FORMAT
 
 _NAME = re.compile(r"^checkpoint_(\d{8})\.pth$")

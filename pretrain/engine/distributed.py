@@ -10,7 +10,7 @@ import torch.distributed as dist
 
 from dspnet_d2.errors import InvalidInputError
 
-from .rendezvous import round_store, uses_agent_store
+from dspnet_d2.runtime.rendezvous import round_store, uses_agent_store
 
 __all__ = ["setup_distributed", "world_size", "is_main_process", "shutdown", "CollectiveError", "collective_errors"]
 

@@ -1,6 +1,6 @@
 """Passing a scheduler's signals on to a child command (the pipeline's stages, a Slurm task's command).
 
-The stop flag, the exit status and the loader workers' shield are ``dspnet_d2.stopping``'s, shared with the
+The stop flag, the exit status and the loader workers' shield are ``dspnet_d2.runtime.stopping``'s, shared with the
 detectron2 trainer; they are imported here for the trainers of this package.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from dspnet_d2.stopping import (
+from dspnet_d2.runtime.stopping import (
     EXIT_PREEMPTED,
     ForwardSignals,
     Preempted,

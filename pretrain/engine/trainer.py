@@ -11,7 +11,7 @@ from dspnet_d2.deploy.export import export_dn
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.images import ImageFolderIO
 from dspnet_d2.recalibration import recalibrate_on_images
-from dspnet_d2.workers import ShieldedLoader
+from dspnet_d2.runtime.workers import ShieldedLoader
 from dspnet_d2.weights import describe, save_dn_file
 
 from ..config import parse_dns, validate_cfg

@@ -9,8 +9,8 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from dspnet_d2.seeding import rng_state, set_rng_state
-from dspnet_d2.stopping import StopProtocol
+from dspnet_d2.runtime.seeding import rng_state, set_rng_state
+from dspnet_d2.runtime.stopping import StopProtocol
 from dspnet_d2.weights import save_atomic
 
 from ..engine.distributed import is_main_process, world_size

@@ -15,9 +15,9 @@ from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.families import build_static_dn
 from dspnet_d2.images import ImageFolderIO, LabelledImages, SeededLabelledImages, eval_transform
 from dspnet_d2.recalibration import recalibrate_on_images
-from dspnet_d2.stopping import DEFAULT_STOP_SIGNALS, StopProtocol
+from dspnet_d2.runtime.stopping import DEFAULT_STOP_SIGNALS, StopProtocol
 from dspnet_d2.weights import read_weights
-from dspnet_d2.workers import ShieldedLoader
+from dspnet_d2.runtime.workers import ShieldedLoader
 
 from ..data.sampler import ResumableSampler
 from ..engine.distributed import setup_distributed

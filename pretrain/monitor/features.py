@@ -8,7 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from dspnet_d2.workers import ShieldedLoader
+from dspnet_d2.runtime.workers import ShieldedLoader
 
 from ..engine.distributed import is_main_process, world_size
 

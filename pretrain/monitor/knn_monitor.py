@@ -13,7 +13,7 @@ from dspnet_d2.deploy.export import export_dn
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.images import ImageFolderIO, LabelledImages, eval_transform
 from dspnet_d2.recalibration import recalibrate_bn, seeded_subset
-from dspnet_d2.workers import ShieldedLoader
+from dspnet_d2.runtime.workers import ShieldedLoader
 
 from .features import extract_features, topk_accuracy
 from .knn import knn_scores

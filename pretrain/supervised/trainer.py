@@ -15,7 +15,7 @@ from dspnet_d2.families import get_family
 from dspnet_d2.images import ImageFolderIO, LabelledImages, SeededLabelledImages, eval_transform
 from dspnet_d2.recalibration import recalibrate_on_images
 from dspnet_d2.slim.ops import configure_norms
-from dspnet_d2.workers import ShieldedLoader
+from dspnet_d2.runtime.workers import ShieldedLoader
 from dspnet_d2.weights import SUPERVISED_FORMAT, describe, save_dn_file, static_dn
 
 from ..config import parse_dns

@@ -7,7 +7,7 @@ trains, the stop signals only raise a flag (``StopSignals``); at each step bound
 it across ranks (one integer, so all stop after the same step), has the checkpoint of that step written, writes
 ``OUTPUT_DIR/stopped.json`` and raises ``Preempted``, which the command turns into exit status ``EXIT_PREEMPTED``.
 Running the same command again resumes from that checkpoint. The loader workers outlive the signal
-(``dspnet_d2.workers``).
+(``dspnet_d2.runtime.workers``).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
-from .errors import EXIT_PREEMPTED, InvalidInputError, Preempted
+from ..errors import EXIT_PREEMPTED, InvalidInputError, Preempted
 
 __all__ = ["EXIT_PREEMPTED", "DEFAULT_STOP_SIGNALS", "Preempted", "StopSignals", "StopProtocol", "ForwardSignals",
            "parse_signals", "STOP_MARKER", "write_stop_marker", "clear_stop_marker"]
