@@ -336,3 +336,31 @@ def test_sigterm_during_a_detectron2_evaluation_waits_for_it_then_checkpoints_an
     _run(command, tmp_path / "resumed.out")
     assert "Starting training from iteration 4" in (tmp_path / "resumed.out").read_text()
     assert json.loads((out / "final_results.json").read_text())["results"]["bbox"]
+
+
+def test_detectron2_training_under_torchrun_gives_the_weights_of_its_own_launcher(coco_root, tmp_path):
+    """tools/train_net.py as one process per rank that torchrun (or a Slurm task) started, the process group from
+    their environment, against detectron2's ``--num-gpus 2`` (spawned ranks, gloo on CPU): the same weights."""
+    pytest.importorskip("detectron2")
+    runs = {}
+    for name in ("launch", "torchrun"):
+        out = tmp_path / name
+        command = _train_net(coco_root, out)
+        command[command.index("SOLVER.MAX_ITER") + 1] = "4"
+        command[command.index("SOLVER.STEPS") + 1] = "(3,)"
+        command[command.index("SOLVER.CHECKPOINT_PERIOD") + 1] = "100"
+        if name == "launch":
+            command[command.index("--resume"):command.index("--resume")] = ["--num-gpus", "2"]
+        else:
+            command = [sys.executable, "-m", "torch.distributed.run", *STANDALONE, *command[1:]]
+        _run(command, tmp_path / f"{name}.out")
+        runs[name] = torch.load(out / "model_final.pth", weights_only=True)["model"]
+        assert (out / "final_results.json").exists()
+    a, b = runs["launch"], runs["torchrun"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), rtol=1e-4, atol=1e-5), key
+    command = [sys.executable, "-m", "torch.distributed.run", *STANDALONE, *_train_net(coco_root, tmp_path / "x")[1:]]
+    command[command.index("--resume"):command.index("--resume")] = ["--num-gpus", "2"]
+    with pytest.raises(AssertionError, match="drop --num-gpus"):  # one process per GPU already
+        _run(command, tmp_path / "twice.out")

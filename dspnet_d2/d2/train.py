@@ -21,10 +21,12 @@ require_detectron2(__name__)
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data.datasets import register_coco_instances  # noqa: E402
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, hooks, launch  # noqa: E402
+from detectron2.engine.launch import DEFAULT_TIMEOUT  # noqa: E402
 from detectron2.evaluation import COCOEvaluator  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
-from ..errors import EXIT_PREEMPTED, MissingFileError, Preempted  # noqa: E402
+from ..errors import EXIT_PREEMPTED, InvalidInputError, MissingFileError, Preempted  # noqa: E402
+from ..runtime.rendezvous import round_store, uses_agent_store  # noqa: E402
 from ..runtime.seeding import derive_seed, rng_state, set_rng_state  # noqa: E402
 from ..runtime.stopping import DEFAULT_STOP_SIGNALS, ForwardSignals, StopProtocol  # noqa: E402
 from ..runtime.workers import ShieldedLoader  # noqa: E402
@@ -45,7 +47,8 @@ class Trainer(DefaultTrainer):
 
     def __init__(self, cfg, stops: StopProtocol | None = None):
         self.stops = stops  # before DefaultTrainer's __init__, which builds the hooks
-        super().__init__(cfg)
+        with _ddp_on_any_device():
+            super().__init__(cfg)
         self.checkpointer = DSPNetCheckpointer(self.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         for hook in self._hooks:
             if isinstance(hook, hooks.PeriodicCheckpointer):
@@ -86,6 +89,26 @@ class Trainer(DefaultTrainer):
         super().load_state_dict(state_dict)
         if isinstance(state_dict.get("rng"), dict):
             set_rng_state(state_dict["rng"])
+
+
+@contextlib.contextmanager
+def _ddp_on_any_device():
+    """detectron2's ``create_ddp_model`` gives DDP ``device_ids=[local rank]``, which DDP refuses for a model on
+    the CPU: inside the block a CPU model gets none, so several processes train on CPU (gloo) too."""
+    from detectron2.engine import defaults
+
+    original = defaults.create_ddp_model
+
+    def create_ddp_model(model, **kwargs):
+        if next(model.parameters()).device.type == "cpu":
+            kwargs.setdefault("device_ids", None)
+        return original(model, **kwargs)
+
+    defaults.create_ddp_model = create_ddp_model
+    try:
+        yield
+    finally:
+        defaults.create_ddp_model = original
 
 
 class TrainingStopped(BaseException):
@@ -208,8 +231,10 @@ def main(args) -> dict:
                 trainer.train()
             except TrainingStopped as stopped:
                 raise stopped.preempted from None
-        # the EvalHook evaluated the final model already (DefaultTrainer keeps its results there)
-        results = getattr(trainer, "_last_eval_results", None) or Trainer.test(cfg, trainer.model)
+        # the EvalHook evaluated the final model already (DefaultTrainer keeps its results there; on ranks other
+        # than the first they are empty, and every rank must take the same branch: the evaluation synchronises)
+        evaluated = hasattr(trainer, "_last_eval_results")
+        results = trainer._last_eval_results if evaluated else Trainer.test(cfg, trainer.model)
     if comm.is_main_process():
         path = os.path.join(cfg.OUTPUT_DIR, "final_results.json")
         with open(path + ".tmp", "w") as f:  # written last and whole: a finished run's marker
@@ -225,10 +250,22 @@ def argument_parser():
 
 
 def run(args) -> None:
-    """``main`` on ``--num-gpus`` processes per machine (detectron2's launch)."""
+    """``main`` in this process, in each process a launcher started (torchrun, ``tools/submit.py``: the process
+    group from the environment they set), or on ``--num-gpus`` processes per machine (detectron2's launch)."""
     # checked before the workers start, each of which would fail on it with a traceback
     if not os.path.isfile(args.config_file):
         raise MissingFileError(f"config file {args.config_file!r} does not exist")
+    if launched_per_process():
+        if args.num_gpus * args.num_machines != 1:
+            raise InvalidInputError(
+                f"this process is one of {os.environ['WORLD_SIZE']} that a launcher (torchrun, srun, "
+                "tools/submit.py) started, one per GPU: drop --num-gpus and --num-machines")
+        join_process_group()
+        try:
+            main(args)
+        finally:
+            torch.distributed.destroy_process_group()
+        return
     if args.num_gpus * args.num_machines == 1:
         main(args)  # here: a stop signal's Preempted reaches the command's exit status 75
         return
@@ -246,6 +283,30 @@ def run(args) -> None:
                 raise
             raise Preempted(forwarded.signalled or "a signal", -1, load_config(args.config_file, args.opts).OUTPUT_DIR,
                             where="the iteration each rank had reached") from None
+
+
+def launched_per_process() -> bool:
+    """Whether a launcher started this process as one rank of several (torchrun, ``tools/submit.py``'s tasks)."""
+    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def join_process_group() -> None:
+    """What detectron2's ``launch`` does in each rank it spawns, from torchrun's environment: the process group
+    (NCCL on GPUs, gloo otherwise; under torchrun's shared store, keys of this round only), detectron2's local
+    group of this machine's ranks, and this rank's GPU."""
+    world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+    local_rank, local_world = int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    if uses_agent_store():
+        store = round_store(rank, world, DEFAULT_TIMEOUT)
+        torch.distributed.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=DEFAULT_TIMEOUT)
+    else:
+        torch.distributed.init_process_group(backend, init_method="env://", rank=rank, world_size=world,
+                                             timeout=DEFAULT_TIMEOUT)
+    comm.create_local_process_group(local_world)
+    comm.synchronize()
 
 
 def _rank_main(args) -> None:
