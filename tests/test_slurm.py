@@ -1,6 +1,7 @@
 """tools/submit.py: what a multi-node submission asks Slurm for, and a real two-task job under submitit's
 local executor that is told to stop at its time limit, requeued and resumed to the end."""
 import os
+import re
 import signal
 import sys
 import time
@@ -78,3 +79,45 @@ def test_a_local_two_task_job_stops_at_the_time_limit_signal_is_requeued_and_res
     assert (out / "checkpoint_00000012.pth").exists()
     task_log = "".join(path.read_text() for path in (out / "submitit").glob("*_0_log.*"))  # rank 0's out and err
     assert "Requeued job" in task_log
+
+
+def test_a_detection_command_is_one_process_per_task_and_resumes_when_requeued():
+    from pretrain.engine.slurm import prepare_command
+
+    command = ["python", "tools/train_net.py", "--config-file", "c.yaml", "OUTPUT_DIR", "o"]
+    assert prepare_command(command) == ["python", "tools/train_net.py", "--resume", "--config-file", "c.yaml",
+                                        "OUTPUT_DIR", "o"]
+    assert prepare_command(command[:2] + ["--resume"]) == command[:2] + ["--resume"]
+    assert prepare_command(["python", "-m", "pretrain", "OUTPUT_DIR", "o"]) == ["python", "-m", "pretrain", "OUTPUT_DIR",
+                                                                               "o"]
+    with pytest.raises(ValueError, match="drop --num-gpus"):
+        prepare_command(["python", "tools/train_net.py", "--num-gpus", "8"])
+
+
+@pytest.mark.rehearsal
+def test_a_local_two_task_detection_job_stops_is_requeued_and_resumes(tmp_path, monkeypatch):
+    """tools/train_net.py as a two-task job (each task one rank, gloo): told to stop at its time limit after a
+    periodic checkpoint, requeued, and resumed by the same command (which submit gave --resume) to the end."""
+    pytest.importorskip("detectron2")
+    from dspnet_d2.demo.data import make_demo_dataset
+
+    coco = make_demo_dataset(tmp_path / "coco", image_size=32, train_per_class=2, val_per_class=1,
+                             coco_train_images=6, coco_val_images=1)
+    out = tmp_path / "det"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONPATH", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    job = submit([sys.executable, "tools/train_net.py", "--config-file", "configs/detection/mask_rcnn_demo.yaml",
+                  "--demo-root", str(coco), "SOLVER.MAX_ITER", "12", "SOLVER.STEPS", "(8,)", "SOLVER.WARMUP_ITERS", "2",
+                  "SOLVER.IMS_PER_BATCH", "2", "SOLVER.CHECKPOINT_PERIOD", "3", "OUTPUT_DIR", str(out)],
+                 nodes=1, gpus_per_node=2, hours=1, local=True)
+    deadline = time.time() + 300
+    while not (out / "model_0000002.pth").exists():
+        assert time.time() < deadline and job.state == "RUNNING", job.state
+        time.sleep(0.05)
+    for task in _tasks(int(job.job_id)):
+        os.kill(task, signal.SIGUSR2)
+    assert job.results() == ["finished", "finished"]
+    task_log = "".join(path.read_text() for path in (out / "submitit").glob("*_0_log.*"))
+    starts = [int(i) for i in re.findall(r"Starting training from iteration (\d+)", task_log)]
+    assert "Requeued job" in task_log and starts[0] == 0 and starts[-1] >= 3, starts  # resumed after a checkpoint
+    assert (out / "model_final.pth").exists() and (out / "final_results.json").exists()

@@ -23,7 +23,8 @@ from dspnet_d2.errors import InvalidInputError, MissingFileError, cli_main
 
 from .preemption import EXIT_PREEMPTED, ForwardedChild
 
-__all__ = ["ClusterCommand", "import_submitit", "slurm_parameters", "default_folder", "check_command", "submit"]
+__all__ = ["ClusterCommand", "import_submitit", "slurm_parameters", "default_folder", "check_command", "prepare_command",
+           "submit"]
 
 REQUEUE_SIGNAL = "SIGUSR2"  # submitit's requeue signal (sbatch --signal=USR2@delay); the commands ignore it
 
@@ -44,6 +45,24 @@ def check_command(command: list[str]) -> None:
     if launchers:
         raise InvalidInputError(f"give the command as for one process, without {launchers[0]}: the job starts one "
                                 "task per GPU and gives each the environment torchrun would")
+
+
+_D2_LAUNCH_FLAGS = ("--num-gpus", "--num-machines", "--machine-rank", "--dist-url")
+
+
+def prepare_command(command: list[str]) -> list[str]:
+    """``command`` checked (``check_command``) and made to resume when requeued: a detectron2 training
+    (``tools/train_net.py``) gets ``--resume``, which on a first run loads ``MODEL.WEIGHTS`` as without it."""
+    check_command(command)
+    at = next((i for i, word in enumerate(command) if word.endswith("train_net.py") or word.endswith("d2.train_net")),
+              None)
+    if at is None:
+        return list(command)
+    flags = [flag for flag in _D2_LAUNCH_FLAGS if any(w == flag or w.startswith(flag + "=") for w in command)]
+    if flags:
+        raise InvalidInputError(f"drop {', '.join(flags)}: each task of the job is one process of the detection "
+                                "training (the job has --nodes x --gpus-per-node tasks, one per GPU)")
+    return command if "--resume" in command else [*command[:at + 1], "--resume", *command[at + 1:]]
 
 
 def default_folder(command: list[str]) -> str | None:
@@ -117,7 +136,7 @@ def submit(command: list[str], nodes: int, gpus_per_node: int, hours: float, par
            cpus_per_task: int = 10, max_requeues: int = 20, local: bool = False):
     """Submit ``command`` (as run for one process); returns submitit's job. ``local``: submitit's local
     executor on this machine (one node, for trying a submission without Slurm)."""
-    check_command(command)
+    command = prepare_command(command)
     if min(nodes, gpus_per_node, tasks_per_node or 1) < 1 or hours <= 0 or signal_delay_s < 0:
         raise InvalidInputError("--nodes, --gpus-per-node and --tasks-per-node must be >= 1, --time > 0 and "
                                 "--signal-delay >= 0")
@@ -148,7 +167,8 @@ preemption until it is done; each requeued job runs the same command, which resu
         -- python -m pretrain --config-file configs/pretrain/dspnet_mbv3_imagenet.yaml DATA.ROOT /data/imagenet
 
 The command is written as for one process: the job runs one task per GPU, each with the environment
-torchrun would give it. Logs go to <the command's OUTPUT_DIR>/submitit (or --folder); the job id is printed.
+torchrun would give it. A detectron2 training (tools/train_net.py, without --num-gpus) gets --resume, so that a
+requeued job resumes (on a first run it loads MODEL.WEIGHTS as without it). Logs go to <the command's OUTPUT_DIR>/submitit (or --folder); the job id is printed.
 """
 
 
