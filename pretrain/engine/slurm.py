@@ -24,7 +24,7 @@ from dspnet_d2.errors import InvalidInputError, MissingFileError, cli_main
 from .preemption import EXIT_PREEMPTED, ForwardedChild
 
 __all__ = ["ClusterCommand", "import_submitit", "slurm_parameters", "default_folder", "check_command", "prepare_command",
-           "submit"]
+           "submit", "submit_array"]
 
 REQUEUE_SIGNAL = "SIGUSR2"  # submitit's requeue signal (sbatch --signal=USR2@delay); the commands ignore it
 
@@ -136,11 +136,21 @@ def submit(command: list[str], nodes: int, gpus_per_node: int, hours: float, par
            cpus_per_task: int = 10, max_requeues: int = 20, local: bool = False):
     """Submit ``command`` (as run for one process); returns submitit's job. ``local``: submitit's local
     executor on this machine (one node, for trying a submission without Slurm)."""
-    command = prepare_command(command)
+    return submit_array([command], nodes, gpus_per_node, hours, partition, signal_delay_s, folder, tasks_per_node,
+                        cpus_per_task, max_requeues, local)[0]
+
+
+def submit_array(commands: list[list[str]], nodes: int, gpus_per_node: int, hours: float,
+                 partition: str | None = None, signal_delay_s: int = 120, folder: str | None = None,
+                 tasks_per_node: int | None = None, cpus_per_task: int = 10, max_requeues: int = 20,
+                 local: bool = False) -> list:
+    """Submit each of ``commands`` as a job of its own, all at once (a Slurm job array; the local executor runs them
+    one after another); returns submitit's jobs. Logs go to ``folder`` (default: the first command's)."""
+    commands = [prepare_command(command) for command in commands]
     if min(nodes, gpus_per_node, tasks_per_node or 1) < 1 or hours <= 0 or signal_delay_s < 0:
         raise InvalidInputError("--nodes, --gpus-per-node and --tasks-per-node must be >= 1, --time > 0 and "
                                 "--signal-delay >= 0")
-    folder = folder or default_folder(command)
+    folder = folder or default_folder(commands[0])
     if folder is None:
         raise InvalidInputError("the command sets no OUTPUT_DIR that the logs could go to; give --folder")
     submitit = import_submitit()
@@ -157,7 +167,11 @@ def submit(command: list[str], nodes: int, gpus_per_node: int, hours: float, par
                                     "--local to try the job on this machine")
         executor = submitit.SlurmExecutor(folder, max_num_timeout=max_requeues)
         executor.update_parameters(**params)
-    return executor.submit(ClusterCommand(command))
+    if len(commands) == 1:
+        return [executor.submit(ClusterCommand(commands[0]))]
+    with executor.batch():
+        jobs = [executor.submit(ClusterCommand(command)) for command in commands]
+    return jobs
 
 
 COMMAND_HELP = """Submit one of the package's commands to Slurm (through submitit), requeued at the time limit and on
