@@ -169,8 +169,62 @@ def commands(markdown: str) -> list[Command]:
     return found
 
 
-def all_commands() -> list[tuple[str, Command]]:
-    return [(str(page.relative_to(ROOT)), cmd) for page in PAGES for cmd in commands(page.read_text())]
+COMMAND_START = re.compile(r"(?<![`\w/(])(python3? (?:-m \S+|\S+\.py)|torchrun\s.*-m \S+|tools/[\w/]+\.py\s[^()]*\s-)")
+
+
+def as_shell_block(lines: list[str]) -> str:
+    """The commands among ``lines`` (a config file's comments, a --help text) as one shell block: a line from
+    where a command starts (``tools/x.py`` given a ``python``), with its ``\\`` continuations."""
+    found, continuing = [], False
+    for line in lines:
+        text = line.strip()
+        if continuing:
+            found[-1] += " " + text.rstrip("\\").strip()
+        elif match := COMMAND_START.search(text):
+            start = text[match.start():]
+            found.append(("python " if start.startswith("tools/") else "") + start.rstrip("\\").strip())
+        else:
+            continue
+        continuing = text.endswith("\\")
+    return "```bash\n" + "\n".join(found) + "\n```\n"
+
+
+def config_headers() -> list[tuple[str, str]]:
+    """Each config file's leading comments, as a shell block of the commands they give."""
+    found = []
+    for path in sorted((ROOT / "configs").rglob("*.yaml")):
+        header = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            header.append(line.lstrip("#"))
+        found.append((str(path.relative_to(ROOT)), as_shell_block(header)))
+    return found
+
+
+def help_texts() -> list[tuple[str, str]]:
+    """Each command's --help (tools/*.py), as a shell block of the commands it gives."""
+    found = []
+    for script in sorted((ROOT / "tools").glob("*.py")):
+        parser = parser_of(str(script.relative_to(ROOT)), False)
+        if parser is not None:
+            found.append((f"{script.relative_to(ROOT)} --help", as_shell_block(parser.format_help().splitlines())))
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def all_commands() -> tuple[tuple[str, Command], ...]:
+    """Every command of README and docs/, of the config files' headers and of the commands' --help texts."""
+    texts = [(str(page.relative_to(ROOT)), page.read_text()) for page in PAGES] + config_headers() + help_texts()
+    return tuple((where, cmd) for where, text in texts for cmd in commands(text))
+
+
+def test_config_headers_and_help_texts_are_read():
+    where = {w for w, _ in all_commands()}
+    assert "configs/detection/mask_rcnn_mbv3_w0.5_FPN_2x_syncbn.yaml" in where
+    assert "configs/pretrain/byol_mbv3_imagenet.yaml" in where and "tools/detection_sweep.py --help" in where
+    header = dict(config_headers())["configs/detection/mask_rcnn_resnet_w1.0_d2222_FPN_2x_syncbn.yaml"]
+    assert "python tools/convert_to_d2.py <pretraining ckpt> --dn resnet_w1.0_d2222 --data-root" in header
 
 
 PROJECT = ("pretrain", "dspnet_d2")

@@ -243,8 +243,26 @@ def main(args) -> dict:
     return results
 
 
+EPILOG = """Examples:
+
+  one machine, 8 GPUs:
+    python tools/train_net.py --config-file configs/detection/mask_rcnn_mbv3_w0.5_FPN_2x_syncbn.yaml --num-gpus 8 \\
+        MODEL.WEIGHTS mbv3_w0.5.pkl
+  one process per GPU started by torchrun (or by tools/submit.py's Slurm tasks): no --num-gpus
+    torchrun --nproc_per_node 8 -m dspnet_d2.d2.train_net --config-file configs/detection/mask_rcnn_demo.yaml --resume
+  two machines without a launcher, on each (R = 0, 1):
+    python tools/train_net.py --config-file configs/detection/mask_rcnn_demo.yaml --num-gpus 8 --num-machines 2 \\
+        --machine-rank R --dist-url tcp://HEAD:29500 --resume
+  the CPU demo:
+    python tools/train_net.py --config-file configs/detection/mask_rcnn_demo.yaml
+
+--resume continues from OUTPUT_DIR's last checkpoint, and on a first run loads MODEL.WEIGHTS: give it to every
+job that may be requeued. A stop signal writes the checkpoint of its iteration and exits 75 (docs/CLUSTER.md).
+"""
+
+
 def argument_parser():
-    parser = default_argument_parser()
+    parser = default_argument_parser(epilog=EPILOG)
     parser.add_argument("--demo-root", default="datasets/demo", help="where the demo COCO data is (made if missing)")
     return parser
 
