@@ -11,13 +11,13 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from .errors import MissingFileError
+from .errors import InvalidInputError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolderIO", "load_readable", "LabelledImages", "SeededLabelledImages",
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolderIO", "class_selection", "select_classes", "load_readable", "LabelledImages", "SeededLabelledImages",
            "eval_transform"]
 
 
@@ -27,13 +27,14 @@ class ImageFolderIO(Dataset):
     An unreadable, corrupt or truncated file gives ``None`` instead of raising, so callers can skip it.
     """
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, classes: "str | list[str]" = ""):
         if not g_pathmgr.isdir(root):
             raise MissingFileError(f"image folder {root!r} does not exist")
         self.root = root
         self.classes = sorted(d for d in g_pathmgr.ls(root) if g_pathmgr.isdir(os.path.join(root, d)))
         if not self.classes:
             raise MissingFileError(f"image folder {root!r} has no class sub-folders")
+        self.classes = select_classes(self.classes, classes, root)
         self.samples: list[tuple[str, int]] = []
         for label, name in enumerate(self.classes):
             folder = os.path.join(root, name)
@@ -64,6 +65,44 @@ class ImageFolderIO(Dataset):
 
     def __getitem__(self, index: int):
         return self.load(index), self.samples[index][1]
+
+
+def class_selection(count: int, list_file: str) -> str:
+    """``DATA.CLASS_COUNT`` / ``DATA.CLASS_LIST`` as ``select_classes``' spec; both set is an input error."""
+    if count and list_file:
+        raise InvalidInputError("set DATA.CLASS_COUNT or DATA.CLASS_LIST, not both")
+    if count < 0:
+        raise InvalidInputError(f"DATA.CLASS_COUNT must be >= 0, got {count}")
+    return str(count) if count else list_file
+
+
+def select_classes(found: list[str], spec: "str | list[str]", root: str) -> list[str]:
+    """The class folders a run uses (``class_selection``): all of them (``""``), ``N`` of them spread evenly over the
+    sorted names (``"100"``: a subset that is the same on every machine), or those a file lists, one folder name
+    per line (e.g. the ImageNet-100 list of CMC and solo-learn), or a list of names. Labels follow the sorted
+    names kept."""
+    if isinstance(spec, (list, tuple)):
+        missing = sorted(set(spec) - set(found))
+        if missing:
+            raise InvalidInputError(f"{root!r} lacks the class folders {missing[:3]} ({len(missing)} in all)")
+        return sorted(spec)
+    spec = str(spec).strip()
+    if not spec:
+        return found
+    if spec.isdigit():
+        count = int(spec)
+        if not 0 < count <= len(found):
+            raise InvalidInputError(f"DATA.CLASS_COUNT {count}: {root!r} has {len(found)} class folders")
+        return [found[i * len(found) // count] for i in range(count)]
+    if not g_pathmgr.isfile(spec):
+        raise MissingFileError(f"DATA.CLASS_LIST {spec!r} does not exist")
+    with g_pathmgr.open(spec) as f:
+        wanted = sorted({line.strip() for line in f if line.strip() and not line.startswith("#")})
+    missing = sorted(set(wanted) - set(found))
+    if missing or not wanted:
+        raise InvalidInputError(f"DATA.CLASS_LIST {spec!r}: {len(missing)} of its {len(wanted)} classes are not folders "
+                                f"of {root!r} (e.g. {missing[:3]})")
+    return wanted
 
 
 def _decode_rgb(image_file: Image.Image) -> Image.Image:

@@ -9,7 +9,7 @@ import torch.distributed as dist
 
 from dspnet_d2.deploy.export import export_dn
 from dspnet_d2.errors import InvalidInputError
-from dspnet_d2.images import ImageFolderIO
+from dspnet_d2.images import ImageFolderIO, class_selection
 from dspnet_d2.recalibration import recalibrate_on_images
 from dspnet_d2.runtime.workers import ShieldedLoader
 from dspnet_d2.weights import describe, save_dn_file
@@ -57,7 +57,8 @@ class Trainer(ResumableRun):
                               momentum=cfg.SOLVER.MOMENTUM, weight_decay=cfg.SOLVER.WEIGHT_DECAY,
                               eta=cfg.SOLVER.LARS_ETA)
         self.setup_amp(cfg)
-        self.images = images = ImageFolderIO(os.path.join(cfg.DATA.ROOT, cfg.DATA.SPLIT))
+        self.images = images = ImageFolderIO(os.path.join(cfg.DATA.ROOT, cfg.DATA.SPLIT),
+                                             class_selection(cfg.DATA.CLASS_COUNT, cfg.DATA.CLASS_LIST))
         # center crops of training images: the exports' BN recalibration and the kNN monitor
         self.eval_view = dict(resolution=cfg.EVAL_VIEW.RESOLUTION or self.method.full_dn.info.eval_resolution,
                               resize_ratio=cfg.EVAL_VIEW.RESIZE_RATIO, batch_size=cfg.EVAL_VIEW.BATCH_SIZE,

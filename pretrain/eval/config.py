@@ -27,6 +27,8 @@ _C.DATA = CN()
 _C.DATA.ROOT = "datasets/imagenet"  # ImageFolder root (iopath) with <TRAIN_SPLIT>/ and <VAL_SPLIT>/
 _C.DATA.TRAIN_SPLIT = "train"
 _C.DATA.VAL_SPLIT = "val"
+_C.DATA.CLASS_COUNT = 0  # both splits: N class folders spread evenly over the sorted names (0: all), as pretraining
+_C.DATA.CLASS_LIST = ""  # or those this file names, one folder name a line
 _C.DATA.RESOLUTION = 0  # crop size; 0: the family's evaluation resolution (224 for mbv3 and resnet)
 # train-time RandomResizedCrop scale of the classifier protocols (linear, semi-supervised); torchvision's default
 _C.DATA.CROP_SCALE = (0.08, 1.0)

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from dspnet_d2.complexity import dn_complexity
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.families import build_static_dn
-from dspnet_d2.images import ImageFolderIO, LabelledImages, SeededLabelledImages, eval_transform
+from dspnet_d2.images import ImageFolderIO, LabelledImages, SeededLabelledImages, class_selection, eval_transform
 from dspnet_d2.recalibration import recalibrate_on_images
 from dspnet_d2.runtime.stopping import DEFAULT_STOP_SIGNALS, StopProtocol
 from dspnet_d2.weights import read_weights
@@ -64,8 +64,9 @@ class Evaluation:
         # each family's evaluation resolution, not its pretraining one (ResNet DNs pretrain at 128 px)
         self.resolution = cfg.DATA.RESOLUTION or self.jobs[0][2].info.eval_resolution
         self.recalibration = None  # the last BN recalibration's seed, image count and resolution
-        self.train_images = ImageFolderIO(os.path.join(cfg.DATA.ROOT, cfg.DATA.TRAIN_SPLIT))
-        self.val_images = ImageFolderIO(os.path.join(cfg.DATA.ROOT, cfg.DATA.VAL_SPLIT))
+        classes = class_selection(cfg.DATA.CLASS_COUNT, cfg.DATA.CLASS_LIST)
+        self.train_images = ImageFolderIO(os.path.join(cfg.DATA.ROOT, cfg.DATA.TRAIN_SPLIT), classes)
+        self.val_images = ImageFolderIO(os.path.join(cfg.DATA.ROOT, cfg.DATA.VAL_SPLIT), classes)
         if self.val_images.classes != self.train_images.classes:
             raise InvalidInputError("train and val splits have different class folders")
         self.subset = self._labelled_subset()

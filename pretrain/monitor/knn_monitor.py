@@ -34,7 +34,7 @@ class KNNMonitor:
     def __init__(self, train_images: ImageFolderIO, val_root: str, bank_images: int, val_images: int, k: int,
                  resolution: int, resize_ratio: float, batch_size: int, seed: int, mean, std,
                  device: torch.device, num_workers: int = 0):
-        held_out = ImageFolderIO(val_root)
+        held_out = ImageFolderIO(val_root, train_images.classes)
         if held_out.classes != train_images.classes:
             raise InvalidInputError(f"the kNN monitor's held-out folder {val_root} has other classes than the "
                                     f"training images")
