@@ -43,7 +43,7 @@ _C.DATA.COLOR_JITTER_PROB = 0.8  # probability of applying the colour jitter to 
 _C.DATA.GRAYSCALE_PROB = 0.2  # probability of converting a view to greyscale
 _C.DATA.NUM_WORKERS = 8  # data-loading processes per rank (kept alive across epochs)
 _C.DATA.PREFETCH_FACTOR = 4  # batches each worker prepares ahead
-# "opencv": JPEG draft decoding and OpenCV colour ops, about 1.5x the images/s per core of "torchvision",
+# "opencv": JPEG draft decoding and OpenCV colour ops, 1.82x the images/s per core of "torchvision" (RESULTS.md),
 # torchvision's PIL functionals, pixel for pixel the reference (tools/bench/aug_throughput.py)
 _C.DATA.AUGMENT_BACKEND = "opencv"
 _C.DATA.MEAN = (0.485, 0.456, 0.406)  # input normalisation (ImageNet, RGB)

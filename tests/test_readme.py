@@ -441,3 +441,20 @@ def test_ci_runs_what_readme_says():
     headings = {h.strip() for h in HEADING.findall(readme)}
     assert [s for s in re.findall(r'README, "([^"]+)"', ci) if s not in headings] == []
     assert [p for p in re.findall(r"docs/[\w.-]+\.md", ci) if not (ROOT / p).is_file()] == []
+
+
+# what a measurement looks like: a run time, "~N" or "about N" of something, a decimal ratio, "reach N%"
+FIGURE = re.compile(r"\b\d+(?:\.\d+)?\s?(?:min|minutes|hours?)\b|(?:~|about\s)\d+(?:\.\d+)?\s?(?:x|%|points?)"
+                    r"|\b\d+\.\d+x\b|\breach(?:es)?\s\d+%")
+
+
+def test_every_measured_figure_in_a_config_file_points_to_results():
+    """A run time, ratio or percentage in a config file's comments is RESULTS' figure: the file names the page."""
+    unsourced = []
+    for path in sorted((ROOT / "configs").rglob("*.yaml")):
+        header = [line[line.index("#"):] for line in path.read_text().splitlines() if "#" in line]
+        # a recipe's own settings (the paper's, timm's) are not measurements
+        figures = [f for line in header if not re.search(r"timm|paper|A\.\d|--", line) for f in FIGURE.findall(line)]
+        if figures and not any("RESULTS" in line for line in header):
+            unsourced.append(f"{path.relative_to(ROOT)}: {figures}")
+    assert unsourced == []

@@ -31,7 +31,7 @@ def detectron2_missing() -> str | None:
     try:
         import detectron2  # noqa: F401
     except ImportError as err:
-        return f"detectron2 is not installed ({err}); see README's detectron2 section"
+        return f"detectron2 is not installed ({err}); see docs/DETECTION.md"
     return None
 
 
