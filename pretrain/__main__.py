@@ -1,7 +1,8 @@
 """``python -m pretrain --config-file configs/pretrain/<recipe>.yaml [KEY VALUE ...]``
 
-Runs on one CPU/GPU process, or on many GPUs/nodes under torchrun; restarting the same command
-resumes from the newest checkpoint in OUTPUT_DIR.
+Runs on one CPU/GPU process, or one process per GPU under torchrun or tools/submit.py; restarting the same
+command resumes from the newest checkpoint in OUTPUT_DIR. Tested on CPU with gloo (1 and 2 processes, two torchrun
+agents); GPUs, NCCL and real clusters are untested (docs/AT_SCALE.md).
 """
 import sys
 

@@ -1,8 +1,9 @@
 """``python -m pretrain.supervised --config-file configs/supervised/<recipe>.yaml INIT <checkpoint | none> [KEY VALUE ...]``
 
 Slimmable supervised training of every DN of MODEL.DNS (sandwich rule, inplace distillation), then each
-DN evaluated on the val split and exported with its classifier. One CPU/GPU process, or many GPUs under
-torchrun; rerunning the same command resumes from the newest checkpoint in OUTPUT_DIR.
+DN evaluated on the val split and exported with its classifier. One CPU/GPU process, or one process per GPU
+under torchrun (tested on CPU with gloo only); rerunning the same command resumes from the newest checkpoint in
+OUTPUT_DIR.
 """
 import logging
 import os
