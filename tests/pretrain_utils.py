@@ -89,3 +89,12 @@ def descendants(pid: int, depth: int | None = None) -> list[int]:
         level = children
         depth = None if depth is None else depth - 1
     return found
+
+
+def running(pid: int) -> bool:
+    """``pid`` is a process that has not ended (neither gone nor a zombie), read from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

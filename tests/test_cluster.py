@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from pretrain_utils import ROOT, assert_equal_states, descendants, tiny_command_args, tiny_data
+from pretrain_utils import ROOT, assert_equal_states, descendants, running, tiny_command_args, tiny_data
 
 from pretrain.engine.preemption import EXIT_PREEMPTED
 
@@ -113,17 +113,9 @@ def _assert_all_ended(pids, within_s=15.0):
     deadline = time.time() + within_s
     alive = list(pids)
     while alive and time.time() < deadline:
-        alive = [pid for pid in alive if _running(pid)]
+        alive = [pid for pid in alive if running(pid)]
         time.sleep(0.1)
     assert not alive, f"processes left running: {alive}"
-
-
-def _running(pid) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _checkpoint_steps(output_dir) -> list[int]:

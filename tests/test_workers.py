@@ -10,6 +10,7 @@ import time
 
 import pytest
 import torch
+from pretrain_utils import running
 from worker_datasets import Slow, WorkerFacts
 
 from dspnet_d2.runtime.workers import SHIELDED_SIGNALS, ShieldedLoader
@@ -21,14 +22,6 @@ STOP_MASK = sum(1 << (sig - 1) for sig in SHIELDED_SIGNALS)
 def _loader(dataset, method, workers=1):
     return ShieldedLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=True,
                           multiprocessing_context=multiprocessing.get_context(method))
-
-
-def _alive(pid) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _kill_from_another_process(pid, sig="TERM"):
@@ -54,12 +47,12 @@ def test_a_worker_outlives_anyone_elses_signals_and_ends_on_its_loaders_sigterm(
     for sig in ("TERM", "INT", "HUP", "USR1"):
         _kill_from_another_process(pid, sig)
     time.sleep(0.5)
-    assert _alive(pid) and next(iterator)["pid"] == pid  # still serving
+    assert running(pid) and next(iterator)["pid"] == pid  # still serving
     os.kill(pid, signal.SIGTERM)  # the loader's own process: its shutdown
     deadline = time.time() + 10
-    while _alive(pid) and time.time() < deadline:
+    while running(pid) and time.time() < deadline:
         time.sleep(0.05)
-    assert not _alive(pid)
+    assert not running(pid)
     del iterator, loader
 
 
@@ -85,9 +78,9 @@ def test_an_orphaned_worker_ends_on_anyones_sigterm(method, tmp_path):
     worker = int(os.listdir(tmp_path)[0])
     rank.kill()
     rank.wait()
-    assert _alive(worker)
+    assert running(worker)
     _kill_from_another_process(worker)
     deadline = time.time() + 10  # well before its 60 s item ends
-    while _alive(worker) and time.time() < deadline:
+    while running(worker) and time.time() < deadline:
         time.sleep(0.05)
-    assert not _alive(worker)
+    assert not running(worker)
