@@ -4,6 +4,7 @@
 dspnet_d2.d2.lazy_train`` trains them, as does detectron2's ``tools/lazyconfig_train_net.py``."""
 from __future__ import annotations
 
+import logging
 import os
 
 from . import require_detectron2
@@ -12,12 +13,18 @@ require_detectron2(__name__)
 
 import detectron2  # noqa: E402
 from detectron2.config import LazyCall as L  # noqa: E402
-from detectron2.config import LazyConfig  # noqa: E402
+from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, default_writers, hooks  # noqa: E402
+from detectron2.engine.defaults import create_ddp_model  # noqa: E402
+from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
 
 from ..errors import MissingFileError  # noqa: E402
 from .backbone import DSPNetBackbone  # noqa: E402
+from .checkpoint import DSPNetCheckpointer  # noqa: E402
+from .train import DEMO_DATASETS, register_demo  # noqa: E402
 
-__all__ = ["model_zoo_config", "dn_mask_rcnn_fpn"]
+__all__ = ["model_zoo_config", "dn_mask_rcnn_fpn", "evaluate", "train", "run_config"]
 
 # the pretrained networks expect RGB with torchvision's mean and std
 PIXEL_MEAN, PIXEL_STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
@@ -42,3 +49,55 @@ def dn_mask_rcnn_fpn(dn: str = "mbv3_w0.5", norm: str = "SyncBN"):
     model.backbone.norm = norm
     model.pixel_mean, model.pixel_std, model.input_format = PIXEL_MEAN, PIXEL_STD, "RGB"
     return model
+
+
+logger = logging.getLogger("detectron2")
+
+
+def evaluate(cfg, model) -> dict:
+    if "evaluator" not in cfg.dataloader:
+        return {}
+    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    print_csv_format(results)
+    return results
+
+
+def train(cfg, resume: bool) -> None:
+    """detectron2's LazyConfig training loop (its ``tools/lazyconfig_train_net.py``), with ``DSPNetCheckpointer``
+    and DDP that also runs on CPU (gloo)."""
+    model = instantiate(cfg.model).to(cfg.train.device)
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    loader = instantiate(cfg.dataloader.train)
+    ddp = dict(cfg.train.ddp)
+    if cfg.train.device == "cpu":
+        ddp["device_ids"] = None  # detectron2 gives the local rank's GPU otherwise
+    model = create_ddp_model(model, **ddp)
+    trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, loader, optimizer)
+    checkpointer = DSPNetCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    trainer.register_hooks([
+        hooks.IterationTimer(),
+        hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
+        hooks.EvalHook(cfg.train.eval_period, lambda: evaluate(cfg, model)),
+        hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)
+        if comm.is_main_process() else None,
+    ])
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=resume)
+    start_iter = trainer.iter + 1 if resume and checkpointer.has_checkpoint() else 0
+    trainer.train(start_iter, cfg.train.max_iter)
+
+
+def run_config(args) -> None:
+    """One rank's training or evaluation."""
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    default_setup(cfg, args)
+    names = [cfg.dataloader.train.dataset.names, cfg.dataloader.test.dataset.names]
+    if any(name in DEMO_DATASETS for name in names):
+        register_demo(args.demo_root)
+    if args.eval_only:
+        model = instantiate(cfg.model).to(cfg.train.device)
+        DSPNetCheckpointer(model).load(cfg.train.init_checkpoint)
+        evaluate(cfg, model)
+    else:
+        train(cfg, args.resume)
