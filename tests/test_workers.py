@@ -9,9 +9,8 @@ import sys
 import time
 
 import pytest
-import torch
 from pretrain_utils import running
-from worker_datasets import Slow, WorkerFacts
+from worker_datasets import WorkerFacts
 
 from dspnet_d2.runtime.workers import SHIELDED_SIGNALS, ShieldedLoader
 

@@ -4,7 +4,6 @@
 dspnet_d2.d2.lazy_train`` trains them, as does detectron2's ``tools/lazyconfig_train_net.py``."""
 from __future__ import annotations
 
-import logging
 import os
 
 from . import require_detectron2
@@ -15,14 +14,13 @@ import detectron2  # noqa: E402
 from detectron2.config import LazyCall as L  # noqa: E402
 from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, default_writers, hooks  # noqa: E402
-from detectron2.engine.defaults import create_ddp_model  # noqa: E402
 from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
 from ..errors import MissingFileError  # noqa: E402
 from .backbone import DSPNetBackbone  # noqa: E402
 from .checkpoint import DSPNetCheckpointer  # noqa: E402
-from .train import DEMO_DATASETS, register_demo  # noqa: E402
+from .train import DEMO_DATASETS, any_seed, ddp_model, register_demo  # noqa: E402
 
 __all__ = ["model_zoo_config", "dn_mask_rcnn_fpn", "evaluate", "train", "run_config"]
 
@@ -51,9 +49,6 @@ def dn_mask_rcnn_fpn(dn: str = "mbv3_w0.5", norm: str = "SyncBN"):
     return model
 
 
-logger = logging.getLogger("detectron2")
-
-
 def evaluate(cfg, model) -> dict:
     if "evaluator" not in cfg.dataloader:
         return {}
@@ -69,10 +64,7 @@ def train(cfg, resume: bool) -> None:
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     loader = instantiate(cfg.dataloader.train)
-    ddp = dict(cfg.train.ddp)
-    if cfg.train.device == "cpu":
-        ddp["device_ids"] = None  # detectron2 gives the local rank's GPU otherwise
-    model = create_ddp_model(model, **ddp)
+    model = ddp_model(model, **cfg.train.ddp)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(model, loader, optimizer)
     checkpointer = DSPNetCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.register_hooks([
@@ -91,7 +83,8 @@ def train(cfg, resume: bool) -> None:
 def run_config(args) -> None:
     """One rank's training or evaluation."""
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
-    default_setup(cfg, args)
+    with any_seed():  # cfg.train.seed may be any 63-bit integer
+        default_setup(cfg, args)
     names = [cfg.dataloader.train.dataset.names, cfg.dataloader.test.dataset.names]
     if any(name in DEMO_DATASETS for name in names):
         register_demo(args.demo_root)

@@ -21,12 +21,13 @@ require_detectron2(__name__)
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data.datasets import register_coco_instances  # noqa: E402
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, hooks, launch  # noqa: E402
+from detectron2.engine.defaults import create_ddp_model  # noqa: E402
 from detectron2.engine.launch import DEFAULT_TIMEOUT  # noqa: E402
 from detectron2.evaluation import COCOEvaluator  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
 
 from ..errors import EXIT_PREEMPTED, InvalidInputError, MissingFileError, Preempted  # noqa: E402
-from ..runtime.rendezvous import round_store, uses_agent_store  # noqa: E402
+from ..runtime.rendezvous import init_process_group  # noqa: E402
 from ..runtime.seeding import derive_seed, rng_state, set_rng_state  # noqa: E402
 from ..runtime.stopping import DEFAULT_STOP_SIGNALS, ForwardSignals, StopProtocol  # noqa: E402
 from ..runtime.workers import ShieldedLoader  # noqa: E402
@@ -91,24 +92,24 @@ class Trainer(DefaultTrainer):
             set_rng_state(state_dict["rng"])
 
 
+def ddp_model(model, **kwargs):
+    """detectron2's ``create_ddp_model``, which gives DDP ``device_ids=[local rank]``, refused by DDP for a model on
+    the CPU: a CPU model gets none, so several processes train on CPU (gloo) too."""
+    if next(model.parameters()).device.type == "cpu":
+        kwargs.setdefault("device_ids", None)
+    return create_ddp_model(model, **kwargs)
+
+
 @contextlib.contextmanager
 def _ddp_on_any_device():
-    """detectron2's ``create_ddp_model`` gives DDP ``device_ids=[local rank]``, which DDP refuses for a model on
-    the CPU: inside the block a CPU model gets none, so several processes train on CPU (gloo) too."""
+    """``ddp_model`` in place of detectron2's ``create_ddp_model`` inside the block (``DefaultTrainer`` calls it)."""
     from detectron2.engine import defaults
 
-    original = defaults.create_ddp_model
-
-    def create_ddp_model(model, **kwargs):
-        if next(model.parameters()).device.type == "cpu":
-            kwargs.setdefault("device_ids", None)
-        return original(model, **kwargs)
-
-    defaults.create_ddp_model = create_ddp_model
+    defaults.create_ddp_model = ddp_model
     try:
         yield
     finally:
-        defaults.create_ddp_model = original
+        defaults.create_ddp_model = create_ddp_model
 
 
 class TrainingStopped(BaseException):
@@ -183,13 +184,13 @@ def load_config(config_file: str, opts=()):
 def setup(args):
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
-    with _any_seed():
+    with any_seed():
         default_setup(cfg, args)
     return cfg
 
 
 @contextlib.contextmanager
-def _any_seed():
+def any_seed():
     """detectron2's ``default_setup`` seeds NumPy with ``SEED + rank``, which NumPy refuses past 2**32 - 1: inside
     the block it seeds every generator from a seed derived from that one instead, so any 63-bit ``SEED`` works
     (``-1`` stays detectron2's random seed)."""
@@ -314,15 +315,9 @@ def join_process_group() -> None:
     group of this machine's ranks, and this rank's GPU."""
     world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
     local_rank, local_world = int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
-    if uses_agent_store():
-        store = round_store(rank, world, DEFAULT_TIMEOUT)
-        torch.distributed.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=DEFAULT_TIMEOUT)
-    else:
-        torch.distributed.init_process_group(backend, init_method="env://", rank=rank, world_size=world,
-                                             timeout=DEFAULT_TIMEOUT)
+    init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank, world, DEFAULT_TIMEOUT)
     comm.create_local_process_group(local_world)
     comm.synchronize()
 

@@ -21,7 +21,20 @@ import uuid
 
 import torch.distributed as dist
 
-__all__ = ["uses_agent_store", "round_store"]
+__all__ = ["init_process_group", "uses_agent_store", "round_store"]
+
+# how long the ranks of a round wait for each other in the store when the process group sets no timeout
+STORE_TIMEOUT = datetime.timedelta(minutes=30)
+
+
+def init_process_group(backend: str, rank: int, world_size: int, timeout: datetime.timedelta | None = None) -> None:
+    """``torch.distributed.init_process_group`` from a launcher's environment (``env://``: torchrun,
+    ``tools/submit.py``'s tasks); under torchrun's shared store, with this round's keys only."""
+    if uses_agent_store():
+        store = round_store(rank, world_size, timeout or STORE_TIMEOUT)
+        dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+    else:
+        dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world_size, timeout=timeout)
 
 
 def uses_agent_store() -> bool:

@@ -9,8 +9,7 @@ import torch
 import torch.distributed as dist
 
 from dspnet_d2.errors import InvalidInputError
-
-from dspnet_d2.runtime.rendezvous import round_store, uses_agent_store
+from dspnet_d2.runtime.rendezvous import init_process_group
 
 __all__ = ["setup_distributed", "world_size", "is_main_process", "shutdown", "CollectiveError", "collective_errors"]
 
@@ -43,12 +42,7 @@ def setup_distributed(device_pref: str, timeout_minutes: float | None = None) ->
         if use_cuda:
             os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
         timeout = None if timeout_minutes is None else datetime.timedelta(minutes=timeout_minutes)
-        backend = "nccl" if use_cuda else "gloo"
-        if uses_agent_store():  # torchrun's default: keys of this round only (rendezvous.py)
-            store = round_store(rank, world_size, timeout or datetime.timedelta(minutes=30))
-            dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
-        else:
-            dist.init_process_group(backend, timeout=timeout)
+        init_process_group("nccl" if use_cuda else "gloo", rank, world_size, timeout)
     return rank, world_size, device
 
 
