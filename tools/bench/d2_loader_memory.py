@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import glob
 import json
 import os
 import random
@@ -30,6 +29,7 @@ from detectron2.data import DatasetCatalog, build_detection_train_loader
 
 from dspnet_d2 import add_dspnet_config
 from dspnet_d2.d2.data import build_resumable_train_loader
+from pretrain.engine.preemption import children
 
 DATASET = "bench_coco_sized"
 
@@ -59,24 +59,16 @@ def uss_mib(pid: int) -> float:
 
 
 def worker_memory(loader, batches: int) -> list[float]:
-    before = set(children())
+    before = set(children(os.getpid()))
     gc.collect()  # what the main process frees later would stay in the workers' private pages, for either loader
     iterator = iter(loader)
     for _ in range(batches):
         next(iterator)
-    found = [uss_mib(pid) for pid in set(children()) - before]
+    found = [uss_mib(pid) for pid in set(children(os.getpid())) - before]
     del iterator, loader
     gc.collect()
-    while set(children()) - before:  # the workers end before the next loader's start
+    while set(children(os.getpid())) - before:  # the workers end before the next loader's start
         time.sleep(0.1)
-    return found
-
-
-def children() -> list[int]:
-    found = []
-    for task in glob.glob(f"/proc/{os.getpid()}/task/*/children"):
-        with open(task) as f:
-            found += [int(pid) for pid in f.read().split()]
     return found
 
 
