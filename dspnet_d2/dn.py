@@ -2,43 +2,39 @@
 
 Canonical form ``<family>_w<width>[_d<depths>]``: ``mbv3_w0.75``, ``resnet_w1.25_d2343``.
 Aliases: ``resnet18`` = ``resnet_w1.0_d2222``, ``resnet34`` = ``resnet_w1.0_d3463``.
+The families, their grids, DN sets and aliases come from the one family table, ``FAMILIES`` (``register_family``).
 The same string is the CLI value, the detectron2 config value, the file-name part and the log tag.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping, Protocol
 
 from .errors import InvalidInputError
 
-__all__ = ["DNSpec", "FamilyInfo", "FAMILIES", "DN_SETS", "parse_dn", "dn_set", "largest_dn", "smallest_dn"]
+__all__ = ["DNSpec", "FamilyFacts", "FAMILIES", "DN_SETS", "ALIASES", "register_family", "unregister_family",
+           "parse_dn", "dn_set", "largest_dn", "smallest_dn"]
 
 
-@dataclass(frozen=True)
-class FamilyInfo:
+class FamilyFacts(Protocol):
+    """What the DN grammar reads of a family: the string-level facts of a ``dspnet_d2.families.Family``."""
+
     name: str
     widths: tuple[float, ...]  # the width grid a DN of this family may use
     max_depths: tuple[int, ...] | None  # blocks per stage of the largest network; None: no depth slimming
+    sets: Mapping[str, tuple[str, ...]]  # named DN sets: set name -> its DN strings
+    default_set: str  # the set the family's own name stands for (``mbv3`` = ``mbv3_s5``)
+    aliases: Mapping[str, str]  # other names of some DNs (``resnet18`` = ``resnet_w1.0_d2222``)
     resolution: int  # pretraining input size of the paper's recipe
-    default_set: str  # name of the paper's DN set in DN_SETS
-    # evaluation (and FLOPs) input size: the paper pretrains ResNet DNs at 128 px "for faster training"
-    # and compares them with methods that report at 224, so both families are evaluated at 224
-    eval_resolution: int = 224
+    eval_resolution: int  # evaluation (and FLOPs) input size
 
 
-_MBV3_11 = tuple(round(0.5 + 0.05 * i, 2) for i in range(11))
-_MBV3_5 = (0.5, 0.625, 0.75, 0.875, 1.0)
-_MBV3_3 = (0.5, 0.75, 1.0)
-_RESNET_WIDTHS = (1.0, 1.25, 1.5)  # stage widths [64,128,256,512] x w = 64/80/96 base
-_RESNET_DEPTHS = ((2, 2, 2, 2), (2, 3, 4, 3), (3, 4, 6, 3))
-
-FAMILIES: dict[str, FamilyInfo] = {
-    "mbv3": FamilyInfo("mbv3", tuple(sorted(set(_MBV3_11) | set(_MBV3_5))), None, 224, "mbv3_s5"),
-    "resnet": FamilyInfo("resnet", _RESNET_WIDTHS, (3, 4, 6, 3), 128, "resnet_s9"),
-}
-
-ALIASES = {"resnet18": "resnet_w1.0_d2222", "resnet34": "resnet_w1.0_d3463"}
+# The one family table: name -> Family. A family registers itself when its module is imported
+# (``dspnet_d2.families`` imports every built-in one); DN_SETS and ALIASES gather what the families declare.
+FAMILIES: dict[str, FamilyFacts] = {}
+DN_SETS: dict[str, tuple["DNSpec", ...]] = {}
+ALIASES: dict[str, str] = {}
 
 _PATTERN = re.compile(r"^(?P<family>[a-z][a-z0-9]*?)_w(?P<width>\d+(?:\.\d+)?)(?:_d(?P<depths>\d+))?$")
 
@@ -77,7 +73,8 @@ class DNSpec:
         object.__setattr__(self, "depths", depths)
 
     @property
-    def info(self) -> FamilyInfo:
+    def info(self) -> FamilyFacts:
+        """The registered family of this DN (a ``dspnet_d2.families.Family``)."""
         return FAMILIES[self.family]
 
     def __str__(self) -> str:
@@ -93,10 +90,8 @@ class DNSpec:
         return self.depths is None or all(a <= b for a, b in zip(self.depths, other.depths))
 
 
-def parse_dn(text: "str | DNSpec") -> DNSpec:
+def parse_dn(text: str) -> DNSpec:
     """Parse a DN string (canonical form or alias); ``str(parse_dn(s))`` is the canonical form."""
-    if isinstance(text, DNSpec):
-        return text
     if not isinstance(text, str):
         raise TypeError(f"a DN is given as a string such as 'mbv3_w0.75', got {type(text).__name__}")
     raw = text.strip()
@@ -112,16 +107,33 @@ def parse_dn(text: "str | DNSpec") -> DNSpec:
                   tuple(int(c) for c in depths) if depths else None)
 
 
-def _make_sets() -> dict[str, tuple[DNSpec, ...]]:
-    sets = {
-        "mbv3_s3": tuple(DNSpec("mbv3", w) for w in _MBV3_3),
-        "mbv3_s5": tuple(DNSpec("mbv3", w) for w in _MBV3_5),
-        "mbv3_s11": tuple(DNSpec("mbv3", w) for w in _MBV3_11),
-        "resnet_s9": tuple(DNSpec("resnet", w, d) for w in _RESNET_WIDTHS for d in _RESNET_DEPTHS),
-    }
-    sets["mbv3"] = sets["mbv3_s5"]
-    sets["resnet"] = sets["resnet_s9"]
-    return sets
+def dn_set(text: "str | Iterable[str]") -> tuple[DNSpec, ...]:
+    """The DNs a user names, in the order given, each once, of one family: a DN set by name (``mbv3_s5``,
+    ``resnet_s9``; a family's name is its default set), one DN (a set of one: the individually pretrained
+    BYOL baseline), several as ``"dn1,dn2,..."``, or a list of DN strings (a config list, a file's record).
+
+    The one reading of a DN-set value, for every command-line option, config key and file.
+    """
+    if isinstance(text, str):
+        name = text.strip()
+        if name in DN_SETS:
+            return DN_SETS[name]
+        if "," not in name:
+            try:
+                return (parse_dn(name),)
+            except ValueError as err:
+                raise InvalidInputError(f"{text!r} is neither a DN set {sorted(DN_SETS)} nor a DN: {err}") from None
+        text = name.split(",")
+    dns = tuple(dict.fromkeys(parse_dn(d) for d in text))
+    if not dns:
+        raise InvalidInputError("a DN set needs at least one DN")
+    _one_family(dns)
+    return dns
+
+
+def _one_family(dns: tuple[DNSpec, ...]) -> None:
+    if len({d.family for d in dns}) != 1:
+        raise InvalidInputError(f"a DN set must hold one family, got {sorted(str(d) for d in dns)}")
 
 
 def _valid_list(family: str | None = None) -> str:
@@ -130,33 +142,52 @@ def _valid_list(family: str | None = None) -> str:
     return ", ".join(sorted(names))
 
 
-DN_SETS: dict[str, tuple[DNSpec, ...]] = {}
-DN_SETS.update(_make_sets())
+def register_family(family: FamilyFacts) -> None:
+    """Add a family to the one table: its DNs parse from then on, and its DN sets and aliases join
+    ``DN_SETS`` and ``ALIASES`` (the family's own name standing for its ``default_set``).
 
-
-def dn_set(name_or_dns: "str | Iterable[str | DNSpec]") -> tuple[DNSpec, ...]:
-    """A predefined DN set by name (``mbv3_s5``, ``resnet_s9``, ...), or a list of DN strings, as DNSpecs.
-
-    A single DN string is a set of one (the individually pretrained BYOL baseline).
+    The built-in families register themselves in their ``dspnet_d2.families`` module; a family defined
+    elsewhere registers the same way, with no edit to this package.
     """
-    if isinstance(name_or_dns, str):
-        if name_or_dns in DN_SETS:
-            return DN_SETS[name_or_dns]
-        try:
-            return (parse_dn(name_or_dns),)
-        except ValueError as err:
-            raise InvalidInputError(f"{name_or_dns!r} is neither a DN set {sorted(DN_SETS)} nor a DN: {err}") from None
-    dns = tuple(dict.fromkeys(parse_dn(d) for d in name_or_dns))
-    if not dns:
-        raise InvalidInputError("a DN set needs at least one DN")
-    if len({d.family for d in dns}) != 1:
-        raise InvalidInputError(f"a DN set must hold one family, got {sorted(str(d) for d in dns)}")
-    return dns
+    name = family.name
+    if not re.fullmatch(r"[a-z][a-z0-9]*", name):
+        raise InvalidInputError(f"a family name is lowercase letters and digits (it starts a DN string), got {name!r}")
+    if name in FAMILIES:
+        raise InvalidInputError(f"a family named {name!r} is registered already")
+    taken = (set(family.sets) | {name}) & set(DN_SETS) or set(family.aliases) & set(ALIASES)
+    if taken:
+        raise InvalidInputError(f"family {name!r} declares names another family holds: {sorted(taken)}")
+    if family.default_set not in family.sets:
+        raise InvalidInputError(f"family {name!r}: its default set {family.default_set!r} is not one of its "
+                                f"sets {sorted(family.sets)}")
+    FAMILIES[name] = family
+    try:  # the sets are checked against the grid just registered
+        aliases = {alias.lower(): str(parse_dn(dn)) for alias, dn in family.aliases.items()}
+        sets = {set_name: dn_set(list(dns)) for set_name, dns in family.sets.items()}
+        for set_name, dns in sets.items():
+            if dns[0].family != name:
+                raise InvalidInputError(f"family {name!r}: its set {set_name!r} holds {dns[0].family} DNs")
+    except ValueError:
+        del FAMILIES[name]
+        raise
+    DN_SETS.update(sets)
+    DN_SETS[name] = sets[family.default_set]
+    ALIASES.update(aliases)
+
+
+def unregister_family(name: str) -> None:
+    """Remove a family registered by ``register_family``, with its DN sets and aliases."""
+    family = FAMILIES.pop(name)
+    for set_name in (*family.sets, name):
+        DN_SETS.pop(set_name, None)
+    for alias in family.aliases:
+        ALIASES.pop(alias.lower(), None)
 
 
 def largest_dn(dns: Iterable[DNSpec]) -> DNSpec:
     """The supernet that holds every DN of ``dns``: widest width and deepest stages."""
     dns = tuple(dns)
+    _one_family(dns)
     family = dns[0].family
     width = max(d.width for d in dns)
     if dns[0].depths is None:

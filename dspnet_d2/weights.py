@@ -1,8 +1,8 @@
 """Weight files: their formats, how to read any of them, how to write a DN, and a DN's static network
 from a state (the leading slices of a supernet's or a larger DN's tensors).
 
-Every place that reads or writes weights goes through here: ``export_dn``, the pretraining engine's
-export, the evaluation's readers and the detectron2 conversion.
+Every place that reads or writes weights goes through here: the pretraining engine's export, the evaluation's
+readers and the detectron2 conversion.
 """
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .dn import DNSpec, dn_set, largest_dn, parse_dn
+from .dn import DNSpec, dn_set, largest_dn
 from .errors import InvalidInputError
 from .families import build_static_dn, get_family
+from .slim.slicing import slice_state_dict
 
 PRETRAIN_FORMAT = "dspnet-pretrain-v1"  # pretraining checkpoints (pretrain/engine/trainer.py)
 DN_FORMAT = "dspnet-dn-v1"  # one exported DN (OUTPUT_DIR/export/<dn>.pth)
@@ -22,7 +23,7 @@ SUPERVISED_FORMAT = "dspnet-supervised-v1"  # slimmable supervised training chec
 TORCHVISION_FORMAT = "torchvision"  # a plain torchvision state_dict (read only)
 
 __all__ = ["PRETRAIN_FORMAT", "DN_FORMAT", "SUPERVISED_FORMAT", "TORCHVISION_FORMAT", "save_atomic", "save_dn_file",
-           "describe", "WeightFile", "read_weights", "dn_in_source", "slice_state_dict", "slice_for_dn", "static_dn"]
+           "describe", "WeightFile", "read_weights", "dn_in_source", "slice_for_dn", "static_dn"]
 
 
 def save_atomic(obj, path: str) -> None:
@@ -32,17 +33,17 @@ def save_atomic(obj, path: str) -> None:
     os.replace(tmp, path)
 
 
-def describe(dns, entry: str, prefix: str = "") -> dict:
+def describe(dns: tuple[DNSpec, ...], entry: str, prefix: str = "") -> dict:
     """A checkpoint's description of itself, written at its top level by the trainer that owns its layout:
     its DN set, and where its encoder's torchvision-keyed weights are (``state[entry]``, keys ``prefix + name``).
     ``read_weights`` follows it and knows no trainer's internals."""
-    return {"dns": [str(dn) for dn in dn_set(dns)], "encoder": {"entry": entry, "prefix": prefix}}
+    return {"dns": [str(dn) for dn in dns], "encoder": {"entry": entry, "prefix": prefix}}
 
 
-def save_dn_file(path: str, dn: "str | DNSpec", state_dict: dict[str, torch.Tensor], **metadata) -> None:
+def save_dn_file(path: str, dn: DNSpec, state_dict: dict[str, torch.Tensor], **metadata) -> None:
     """One DN's weights (``DN_FORMAT``, tensors and plain values only, so ``weights_only`` loads read it)."""
     state = {k: v.detach().cpu() for k, v in state_dict.items()}
-    save_atomic({"format": DN_FORMAT, "dn": str(parse_dn(dn)), **describe([dn], "state_dict"), **metadata,
+    save_atomic({"format": DN_FORMAT, "dn": str(dn), **describe((dn,), "state_dict"), **metadata,
                  "state_dict": state}, path)
 
 
@@ -54,7 +55,7 @@ def _legacy_description(state: dict) -> dict:
     """The description an older checkpoint of a known format would have written (``describe``)."""
     entry, prefix = _LEGACY_LAYOUTS[state["format"]]
     dns = [state["dn"]] if state["format"] == DN_FORMAT else state["signature"]["dns"]
-    return describe(dns, entry, prefix)
+    return describe(dn_set(dns), entry, prefix)
 
 
 @dataclass
@@ -78,15 +79,16 @@ class WeightFile:
         statistics of its own (recalibration); an exported DN carries its own."""
         return self.kind in (PRETRAIN_FORMAT, SUPERVISED_FORMAT)
 
-    def dn(self, requested: "str | DNSpec | None" = None, slice_single: bool = False) -> DNSpec:
+    def dn(self, requested: DNSpec | None = None, slice_single: bool = False) -> DNSpec:
         """The DN this file serves for ``requested`` (``dn_in_source``: the one rule)."""
         return dn_in_source(self.path, self.dns, requested, slice_single)
 
     def select(self, text: str) -> tuple[DNSpec, ...]:
-        """``all`` (the file's DNs) or a comma list, each checked against the file."""
+        """A command line's choice of DNs: ``all`` (the file's DNs) or a DN-set value (``dn_set``), each DN checked
+        against the file."""
         if text.strip() == "all":
             return self.dns
-        return tuple(self.dn(d) for d in dn_set([d.strip() for d in text.split(",")]))
+        return tuple(self.dn(d) for d in dn_set(text))
 
     def num_classes(self) -> int | None:
         """The classifier's output size, or None for an encoder without classifier."""
@@ -97,7 +99,7 @@ class WeightFile:
                          key=lambda k: [int(p) if p.isdigit() else p for p in k.split(".")])
         return self.weights[weights[-1]].shape[0] if weights else None
 
-    def model(self, dn: "str | DNSpec | None" = None, classifier: bool = False) -> tuple[nn.Module, DNSpec]:
+    def model(self, dn: DNSpec | None = None, classifier: bool = False) -> tuple[nn.Module, DNSpec]:
         """The static network of ``dn`` (default: the file's own DN), in eval mode, with the file's classifier
         when it has one and ``classifier`` is true."""
         dn = self.dn(dn)
@@ -137,7 +139,7 @@ def read_weights(path: str, allow_torchvision: bool = False) -> WeightFile:
     raise InvalidInputError(f"{path} is not a dspnet checkpoint (format {kind!r}; expected {expected})")
 
 
-def dn_in_source(source: str, dns: "tuple[DNSpec, ...] | None", dn: "str | DNSpec | None" = None,
+def dn_in_source(source: str, dns: "tuple[DNSpec, ...] | None", dn: DNSpec | None = None,
                  slice_single: bool = False) -> DNSpec:
     """The DN that weights holding ``dns`` (``WeightFile.dns``) serve for the request ``dn``: the one rule of
     every reader (export, conversion, evaluation, the supervised start).
@@ -158,7 +160,6 @@ def dn_in_source(source: str, dns: "tuple[DNSpec, ...] | None", dn: "str | DNSpe
             raise InvalidInputError(f"{source} holds " + (f"several DNs ({listed}): choose one" if dns else
                                                            "weights of no recorded DN: name the DN"))
         return dns[0]
-    dn = parse_dn(dn)
     if dns is None:
         return dn
     if dn.family != dns[0].family:
@@ -174,24 +175,7 @@ def dn_in_source(source: str, dns: "tuple[DNSpec, ...] | None", dn: "str | DNSpe
     return dn
 
 
-def slice_state_dict(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """For every key of ``target``, the leading slice of ``source[key]`` with ``target``'s shape, cloned.
-
-    Raises ``KeyError`` for a key the source lacks and ``ValueError`` for a source tensor smaller than
-    the target (a DN that is not a sub-network of the source).
-    """
-    out = {}
-    for key, ref in target.items():
-        if key not in source:
-            raise KeyError(f"weights for {key!r} are missing from the source state_dict")
-        src = source[key]
-        if src.dim() != ref.dim() or any(s < r for s, r in zip(src.shape, ref.shape)):
-            raise ValueError(f"{key}: source shape {tuple(src.shape)} cannot be sliced to {tuple(ref.shape)}")
-        out[key] = src[tuple(slice(0, n) for n in ref.shape)].clone()
-    return out
-
-
-def static_dn(weights: dict[str, torch.Tensor], dn: "str | DNSpec", num_classes: int | None = None) -> nn.Module:
+def static_dn(weights: dict[str, torch.Tensor], dn: DNSpec, num_classes: int | None = None) -> nn.Module:
     """The DN's plain network (``num_classes=None``: without classifier) holding the leading slices of
     ``weights``; weights of another network (a key missing, a tensor too small) are an ``InvalidInputError``."""
     model = build_static_dn(dn, num_classes=num_classes)
@@ -199,7 +183,8 @@ def static_dn(weights: dict[str, torch.Tensor], dn: "str | DNSpec", num_classes:
     return model
 
 
-def slice_for_dn(weights: dict[str, torch.Tensor], target: dict[str, torch.Tensor], dn) -> dict[str, torch.Tensor]:
+def slice_for_dn(weights: dict[str, torch.Tensor], target: dict[str, torch.Tensor], dn: DNSpec
+                 ) -> dict[str, torch.Tensor]:
     """``slice_state_dict`` for a DN, with the user's mistake (weights of another network) reported as such."""
     try:
         return slice_state_dict(weights, target)

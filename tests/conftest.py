@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dspnet_d2 import build_supernet
+from dspnet_d2 import DN_SETS, build_supernet
 
 
 def randomize_bn_stats(model: torch.nn.Module, seed: int = 0) -> None:
@@ -17,7 +17,7 @@ def randomize_bn_stats(model: torch.nn.Module, seed: int = 0) -> None:
 def supernets():
     """One supernet per family (with random BN statistics), shared by the parametrized tests."""
     torch.manual_seed(0)
-    nets = {"mbv3": build_supernet("mbv3_s11"), "resnet": build_supernet("resnet_s9")}
+    nets = {"mbv3": build_supernet(DN_SETS["mbv3_s11"]), "resnet": build_supernet(DN_SETS["resnet_s9"])}
     with torch.no_grad():
         for net in nets.values():
             randomize_bn_stats(net)

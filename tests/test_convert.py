@@ -6,7 +6,7 @@ import torch
 from pretrain_utils import run_tool, tiny_data
 from torchvision.models import mobilenet_v3_large, resnet18
 
-from dspnet_d2 import build_static_dn, build_supernet, export_dn
+from dspnet_d2 import DN_SETS, build_static_dn, build_supernet, parse_dn, slice_dn
 from dspnet_d2.deploy.convert import D2_PREFIX, dn_backbone_state, read_d2_pkl
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.images import ImageFolderIO
@@ -29,7 +29,7 @@ def _ok(result):
 def pretrain_ckpt(tmp_path_factory):
     """A minimal dspnet pretraining checkpoint of the mbv3_s3 supernet."""
     torch.manual_seed(0)
-    net = build_supernet("mbv3_s3")
+    net = build_supernet(DN_SETS["mbv3_s3"])
     path = tmp_path_factory.mktemp("ckpt") / "checkpoint_00000001.pth"
     torch.save({"format": "dspnet-pretrain-v1", "signature": {"dns": ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w1.0"]},
                 "online": {f"encoder.{k}": v for k, v in net.state_dict().items()}}, path)
@@ -43,7 +43,7 @@ def test_dn_pkl_has_backbone_keys_and_shapes(pretrain_ckpt, tmp_path, dn, conver
     _ok(convert(path, "--dn", dn, "--no-bn-recalibration", "-o", out))  # the supernet's shared statistics
     data = pickle.load(open(out, "rb"))
     assert data["__author__"] == "dspnet" and data["matching_heuristics"] is False
-    expected = {k: v for k, v in export_dn(net, dn).state_dict().items() if not k.startswith("classifier")}
+    expected = {k: v for k, v in slice_dn(net, parse_dn(dn)).state_dict().items() if not k.startswith("classifier")}
     assert set(data["model"]) == {D2_PREFIX + k for k in expected}
     for key, value in expected.items():
         assert torch.equal(torch.from_numpy(data["model"][D2_PREFIX + key]), value), key
@@ -58,8 +58,8 @@ def test_supernet_pkl_and_exported_dn_source(pretrain_ckpt, tmp_path, convert):
     assert data["dspnet_supernet"] == "mbv3_w1.0"
     assert data["model"][D2_PREFIX + "features.16.0.weight"].shape == (960, 160, 1, 1)
     exported = tmp_path / "mbv3_w0.5.pth"
-    torch.save({"format": "dspnet-dn-v1", "dn": "mbv3_w0.5", "state_dict": export_dn(net, "mbv3_w0.5").state_dict()},
-               exported)
+    torch.save({"format": "dspnet-dn-v1", "dn": "mbv3_w0.5",
+                "state_dict": slice_dn(net, parse_dn("mbv3_w0.5")).state_dict()}, exported)
     _ok(convert(exported, "-o", tmp_path / "dn.pkl"))  # the DN comes from the file
     _ok(convert(path, "--dn", "mbv3_w0.5", "--no-bn-recalibration", "-o", tmp_path / "dn2.pkl"))
     a, b = pickle.load(open(tmp_path / "dn.pkl", "rb")), pickle.load(open(tmp_path / "dn2.pkl", "rb"))
@@ -73,7 +73,7 @@ def test_torchvision_state_dicts_are_accepted(tmp_path, dn, make, convert):
     torch.save(make().state_dict(), source)
     _ok(convert(source, "--dn", dn, "-o", tmp_path / "tv.pkl"))
     model = pickle.load(open(tmp_path / "tv.pkl", "rb"))["model"]
-    static = {k for k in build_static_dn(dn).state_dict() if not k.startswith(("classifier", "fc"))}
+    static = {k for k in build_static_dn(parse_dn(dn)).state_dict() if not k.startswith(("classifier", "fc"))}
     assert set(model) == {D2_PREFIX + k for k in static}
 
 
@@ -85,7 +85,7 @@ def test_bad_sources_and_dns_fail_clearly(pretrain_ckpt, tmp_path, convert):
     with pytest.raises(InvalidInputError, match="is not a dspnet checkpoint"):
         read_weights(str(tmp_path / "junk.pth"))
     with pytest.raises(ValueError, match="cannot be sliced"):
-        dn_backbone_state(build_static_dn("mbv3_w0.5").state_dict(), "mbv3_w1.0")
+        dn_backbone_state(build_static_dn(parse_dn("mbv3_w0.5")).state_dict(), parse_dn("mbv3_w1.0"))
 
 
 def test_per_dn_pkl_of_a_pretraining_checkpoint_gets_its_own_bn_statistics(pretrain_ckpt, tmp_path, convert):
@@ -97,10 +97,10 @@ def test_per_dn_pkl_of_a_pretraining_checkpoint_gets_its_own_bn_statistics(pretr
                       "--batches", "2", "--batch-size", "16", "-o", tmp_path / "own.pkl"))
     assert "BN recalibrated on 32 images at 32 px (seed 0)" in out
     model = pickle.load(open(tmp_path / "own.pkl", "rb"))["model"]
-    fresh = export_dn(net, "mbv3_w0.5")  # the same DN, recalibrated here on the same seeded sample
+    fresh = slice_dn(net, parse_dn("mbv3_w0.5"))  # the same DN, recalibrated here on the same seeded sample
     recalibrate_on_images(fresh, ImageFolderIO(str(data / "train")), resolution=32, batch_size=16, num_batches=2,
                           seed=0, resize_ratio=1.0)
-    shared = export_dn(net, "mbv3_w0.5").state_dict()
+    shared = slice_dn(net, parse_dn("mbv3_w0.5")).state_dict()
     for key, value in fresh.state_dict().items():
         if not key.startswith("classifier"):
             assert torch.equal(torch.from_numpy(model[D2_PREFIX + key]), value), key

@@ -9,7 +9,7 @@ from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_backbone, build_model  # noqa: E402
 
-from dspnet_d2 import DN_SETS, add_dspnet_config, build_supernet, export_dn, parse_dn  # noqa: E402
+from dspnet_d2 import DN_SETS, add_dspnet_config, build_supernet, parse_dn, slice_dn  # noqa: E402
 from dspnet_d2.d2.checkpoint import DSPNetCheckpointer  # noqa: E402
 from dspnet_d2.deploy.convert import dn_backbone_state, save_d2_pkl, to_d2_model  # noqa: E402
 
@@ -27,7 +27,7 @@ def _cfg(dn, norm="BN"):
 @pytest.fixture(scope="module")
 def supernets():
     torch.manual_seed(0)
-    nets = {"mbv3": build_supernet("mbv3_s5"), "resnet": build_supernet("resnet_s9")}
+    nets = {"mbv3": build_supernet(DN_SETS["mbv3_s5"]), "resnet": build_supernet(DN_SETS["resnet_s9"])}
     for net in nets.values():
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -48,8 +48,9 @@ def test_backbone_shapes_load_and_features(supernets, tmp_path, dn):
     for name, spec in bottom_up.output_shape().items():
         assert outs[name].shape[1] == spec.channels and 128 // outs[name].shape[-1] == spec.stride
     # converted weights load with nothing missing and nothing unused
-    supernet = supernets[dn.split("_")[0]]
-    exported = export_dn(supernet, dn).eval()
+    dn = parse_dn(dn)
+    supernet = supernets[dn.family]
+    exported = slice_dn(supernet, dn).eval()
     pkl = tmp_path / "dn.pkl"
     save_d2_pkl(str(pkl), to_d2_model(dn_backbone_state(supernet.state_dict(), dn)))
     model = torch.nn.Module()

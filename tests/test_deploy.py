@@ -9,7 +9,7 @@ import torch
 import torchvision
 from conftest import randomize_bn_stats
 
-from dspnet_d2 import build_supernet, export_dn
+from dspnet_d2 import build_supernet, parse_dn, slice_dn
 from dspnet_d2.deploy.formats import check_deployed, export_onnx, export_torchscript, parity_error, run_onnx
 from dspnet_d2.dn import DN_SETS
 from dspnet_d2.errors import cli_main
@@ -25,10 +25,11 @@ RESOLUTION = 64  # strides up to 32: every stage sees a 2x2 map or more
 def deployable(dn: str, num_classes: int = 10) -> torch.nn.Module:
     """An exported DN with a classifier and random, non-trivial BN statistics, in eval mode."""
     torch.manual_seed(0)
-    supernet = build_supernet("mbv3_s5" if dn.startswith("mbv3") else "resnet_s9", num_classes=num_classes)
+    dn = parse_dn(dn)
+    supernet = build_supernet(DN_SETS[dn.family], num_classes=num_classes)
     with torch.no_grad():
         randomize_bn_stats(supernet)
-    return export_dn(supernet, dn).eval()
+    return slice_dn(supernet, dn).eval()
 
 
 def demo_images(count: int = 3) -> torch.Tensor:
@@ -88,7 +89,7 @@ def test_every_dn_exports_to_onnx_and_torchscript(dn, tmp_path):
 
 def test_read_weights_keeps_the_classifier_of_a_file_that_has_one(tmp_path):
     model = deployable("mbv3_w0.75", num_classes=7)
-    save_dn_file(str(tmp_path / "dn.pth"), "mbv3_w0.75", model.state_dict())
+    save_dn_file(str(tmp_path / "dn.pth"), parse_dn("mbv3_w0.75"), model.state_dict())
     loaded, dn = read_weights(str(tmp_path / "dn.pth")).model(classifier=True)
     assert str(dn) == "mbv3_w0.75" and not loaded.training
     images = torch.randn(2, 3, RESOLUTION, RESOLUTION)
@@ -111,7 +112,7 @@ def test_export_dn_command_writes_a_checked_file(fmt, tmp_path, capsys):
     if fmt == "onnx":
         pytest.importorskip("onnxruntime", reason="the deploy extra: pip install -e '.[deploy]'")
     model = deployable("resnet18", num_classes=5)
-    save_dn_file(str(tmp_path / "resnet18.pth"), "resnet18", model.state_dict())
+    save_dn_file(str(tmp_path / "resnet18.pth"), parse_dn("resnet18"), model.state_dict())
     out = tmp_path / f"resnet18.{fmt}"
     code, stdout, err = run_export([tmp_path / "resnet18.pth", "--format", fmt, "--resolution", RESOLUTION,
                                     "--dynamic-batch", "-o", out], capsys)
@@ -134,7 +135,7 @@ def test_export_dn_command_writes_a_checked_file(fmt, tmp_path, capsys):
 
 
 def test_export_dn_command_refuses_what_it_cannot_do(tmp_path, capsys, monkeypatch):
-    save_dn_file(str(tmp_path / "w.pth"), "mbv3_w0.5", deployable("mbv3_w0.5").state_dict())
+    save_dn_file(str(tmp_path / "w.pth"), parse_dn("mbv3_w0.5"), deployable("mbv3_w0.5").state_dict())
     code, _, err = run_export([tmp_path / "w.pth", "--dn", "mbv3_w1.0", "--format", "onnx", "-o", tmp_path / "x"], capsys)
     assert code == 2 and "DN mbv3_w1.0 is not in" in err
     code, _, err = run_export([tmp_path / "nowhere.pth", "--format", "onnx", "-o", tmp_path / "x"], capsys)
@@ -151,7 +152,7 @@ def test_a_dn_of_a_supernet_checkpoint_gets_its_own_bn_statistics(tmp_path, caps
     from dspnet_d2.weights import PRETRAIN_FORMAT
 
     torch.manual_seed(0)
-    supernet = build_supernet("mbv3_s5")
+    supernet = build_supernet(DN_SETS["mbv3_s5"])
     with torch.no_grad():
         randomize_bn_stats(supernet)
     checkpoint = {"format": PRETRAIN_FORMAT, "signature": {"dns": [str(d) for d in DN_SETS["mbv3_s5"]]},
@@ -166,10 +167,10 @@ def test_a_dn_of_a_supernet_checkpoint_gets_its_own_bn_statistics(tmp_path, caps
     code, _, err = run_export(args + ["--data-root", data, "--resolution", 32, "--batches", 1, "--batch-size", 32], capsys)
     assert code == 0, err
     written = torch.load(tmp_path / "dn.pth", weights_only=True)
-    reference = export_dn(supernet, "mbv3_w0.5")
+    reference = slice_dn(supernet, parse_dn("mbv3_w0.5"))
     info = recalibrate_on_images(reference, ImageFolderIO(str(data / "train")), 32, 32, 1, 0)
     assert written["bn_recalibration"] == info
-    sliced = export_dn(supernet, "mbv3_w0.5").state_dict()
+    sliced = slice_dn(supernet, parse_dn("mbv3_w0.5")).state_dict()
     for key, value in reference.state_dict().items():
         assert torch.equal(written["state_dict"][key], value), key
     assert not torch.equal(written["state_dict"]["features.1.block.0.1.running_mean"],
@@ -180,13 +181,13 @@ def trained_scale(dn: str = "resnet18", gain: float = 2.3) -> torch.nn.Module:
     """A DN encoder whose pooled features reach ~1e4-1e5, as a trained DN's do (random BN statistics stay
     near 1): every BN's scale multiplied by ``gain``."""
     torch.manual_seed(0)
-    supernet = build_supernet("resnet_s9")
+    supernet = build_supernet(DN_SETS["resnet_s9"])
     with torch.no_grad():
         randomize_bn_stats(supernet)
         for m in supernet.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.weight.mul_(gain)
-    return export_dn(supernet, dn).eval()
+    return slice_dn(supernet, parse_dn(dn)).eval()
 
 
 def test_parity_is_judged_against_each_images_output_scale():
@@ -205,7 +206,7 @@ def test_onnx_of_a_trained_scale_dn_takes_any_batch_and_on_request_any_size(tmp_
     images = torch.randn(5, 3, RESOLUTION, RESOLUTION)
     with torch.no_grad():
         assert model(images).abs().max() > 1e4
-    save_dn_file(str(tmp_path / "dn.pth"), "resnet18", model.state_dict())
+    save_dn_file(str(tmp_path / "dn.pth"), parse_dn("resnet18"), model.state_dict())
     code, out, err = run_export([tmp_path / "dn.pth", "--format", "onnx", "--resolution", RESOLUTION,
                                  "-o", tmp_path / "fixed.onnx"], capsys)
     assert code == 0, err
@@ -226,7 +227,7 @@ def test_onnx_of_a_trained_scale_dn_takes_any_batch_and_on_request_any_size(tmp_
 
 def test_static_batch_and_dynamic_size_of_a_pt2_program(tmp_path, capsys):
     model = deployable("mbv3_w0.5")
-    save_dn_file(str(tmp_path / "dn.pth"), "mbv3_w0.5", model.state_dict())
+    save_dn_file(str(tmp_path / "dn.pth"), parse_dn("mbv3_w0.5"), model.state_dict())
     code, out, err = run_export([tmp_path / "dn.pth", "--format", "pt2", "--resolution", RESOLUTION, "--dynamic-size",
                                  "-o", tmp_path / "m.pt2"], capsys)
     assert code == 0 and "checked at batches [1, 3]" in out, err
@@ -268,7 +269,7 @@ def test_a_static_batch_file_is_checked_at_its_own_batch_on_real_images(fmt, bat
     if fmt == "onnx":
         pytest.importorskip("onnxruntime", reason="the deploy extra: pip install -e '.[deploy]'")
     model = deployable("mbv3_w0.5")
-    save_dn_file(str(tmp_path / "dn.pth"), "mbv3_w0.5", model.state_dict())
+    save_dn_file(str(tmp_path / "dn.pth"), parse_dn("mbv3_w0.5"), model.state_dict())
     out = tmp_path / f"m.{fmt}"
     static = ["--static-batch"] + ([batch] if batch else [])  # no value: batch 2, as before it took one
     code, stdout, err = run_export([tmp_path / "dn.pth", "--format", fmt, "--resolution", RESOLUTION, *static,
@@ -291,10 +292,10 @@ def test_a_file_that_fails_its_check_is_not_kept(tmp_path, capsys, monkeypatch):
 
     from test_cli_errors import assert_one_error_line
 
-    import dspnet_d2.deploy.commands
+    import dspnet_d2.deploy.formats
 
-    save_dn_file(str(tmp_path / "dn.pth"), "mbv3_w0.5", deployable("mbv3_w0.5").state_dict())
-    write_program = dspnet_d2.deploy.commands.export_program
+    save_dn_file(str(tmp_path / "dn.pth"), parse_dn("mbv3_w0.5"), deployable("mbv3_w0.5").state_dict())
+    write_program = dspnet_d2.deploy.formats.export_program
 
     def another_network(model, path, *args, **kwargs):  # the file of weights 1% off in the last layer
         other = copy.deepcopy(model)
@@ -302,7 +303,7 @@ def test_a_file_that_fails_its_check_is_not_kept(tmp_path, capsys, monkeypatch):
             other.classifier[-1].weight.mul_(1.01)
         return write_program(other, path, *args, **kwargs)
 
-    monkeypatch.setattr(dspnet_d2.deploy.commands, "export_program", another_network)
+    monkeypatch.setattr(dspnet_d2.deploy.formats, "export_program", another_network)  # what the pt2 format calls
     out = tmp_path / "m.pt2"
     out.write_bytes(b"an earlier file")
     code, _, err = run_export([tmp_path / "dn.pth", "--format", "pt2", "--resolution", RESOLUTION, "--static-batch", 1,

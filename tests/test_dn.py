@@ -1,6 +1,9 @@
+import dataclasses
+
 import pytest
 
-from dspnet_d2.dn import DN_SETS, FAMILIES, DNSpec, dn_set, largest_dn, parse_dn, smallest_dn
+from dspnet_d2.dn import (DN_SETS, FAMILIES, DNSpec, dn_set, largest_dn, parse_dn, register_family, smallest_dn,
+                          unregister_family)
 
 ALL_DNS = sorted({dn for dns in DN_SETS.values() for dn in dns}, key=str)
 
@@ -39,11 +42,28 @@ def test_predefined_sets():
 
 def test_dn_set_forms():
     assert dn_set("resnet18") == (parse_dn("resnet18"),)
-    assert dn_set(["mbv3_w0.5", "mbv3_w1.0"]) == (parse_dn("mbv3_w0.5"), parse_dn("mbv3_w1.0"))
+    assert dn_set(" mbv3_s3 ") == DN_SETS["mbv3_s3"]
+    assert dn_set("mbv3") == DN_SETS["mbv3_s5"]  # a family's name is its default set
+    both = (parse_dn("mbv3_w0.5"), parse_dn("mbv3_w1.0"))
+    assert dn_set(["mbv3_w0.5", "mbv3_w1.0"]) == both
+    assert dn_set("mbv3_w0.5, mbv3_w1.0,mbv3_w0.5") == both  # the comma form: each DN once, in order
     with pytest.raises(ValueError, match="one family"):
         dn_set(["mbv3_w0.5", "resnet18"])
+    with pytest.raises(ValueError, match="one family"):
+        dn_set("mbv3_w0.5,resnet18")
     with pytest.raises(ValueError, match="neither a DN set"):
         dn_set("mbv3_s7")
+    with pytest.raises(ValueError, match="malformed"):
+        dn_set("mbv3_w0.5,mbv3_s3")  # a list holds DNs, not sets
+
+
+def test_every_set_comes_from_its_family():
+    """DN_SETS is what the registered families declare, each family's name standing for its default set."""
+    declared = {name: dn_set(list(dns)) for family in FAMILIES.values() for name, dns in family.sets.items()}
+    defaults = {family.name: declared[family.default_set] for family in FAMILIES.values()}
+    assert DN_SETS == {**declared, **defaults}
+    for name, dns in declared.items():
+        assert {dn.family for dn in dns} == {name.split("_")[0]}
 
 
 BAD = {
@@ -78,6 +98,31 @@ def test_bad_specs_raise_with_valid_list(text):
 def test_bad_type():
     with pytest.raises(TypeError):
         parse_dn(0.5)
+    with pytest.raises(TypeError):  # parsed once, at the edge: a DNSpec is not parsed again
+        parse_dn(parse_dn("resnet18"))
+
+
+def test_register_family_refuses_clashes():
+    mbv3 = FAMILIES["mbv3"]
+    with pytest.raises(ValueError, match="registered already"):
+        register_family(mbv3)
+    with pytest.raises(ValueError, match="lowercase"):
+        register_family(dataclasses.replace(mbv3, name="MBV3"))
+    with pytest.raises(ValueError, match="another family holds"):
+        register_family(dataclasses.replace(mbv3, name="mbv4"))  # its set names are mbv3's
+    with pytest.raises(ValueError, match="default set"):
+        register_family(dataclasses.replace(mbv3, name="mbv4", sets={"mbv4_s1": ("mbv4_w1.0",)}))
+    with pytest.raises(ValueError, match="holds mbv3 DNs"):
+        register_family(dataclasses.replace(mbv3, name="mbv4", sets={"mbv4_s1": ("mbv3_w1.0",)}, default_set="mbv4_s1"))
+    assert "mbv4" not in FAMILIES and "mbv4_s1" not in DN_SETS
+    register_family(dataclasses.replace(mbv3, name="mbv4", sets={"mbv4_s1": ("mbv4_w1.0",)}, default_set="mbv4_s1"))
+    try:
+        assert dn_set("mbv4") == (DNSpec("mbv4", 1.0),) and parse_dn("mbv4_w0.55").info.name == "mbv4"
+    finally:
+        unregister_family("mbv4")
+    assert "mbv4" not in FAMILIES and "mbv4" not in DN_SETS and "mbv4_s1" not in DN_SETS
+    with pytest.raises(ValueError, match="unknown DN family"):
+        parse_dn("mbv4_w1.0")
 
 
 def test_fits_in():

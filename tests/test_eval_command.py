@@ -153,7 +153,7 @@ def test_both_families_are_evaluated_at_224_px_unless_overridden(run, tmp_path):
     assert resolution() == 224
     assert resolution("DATA.RESOLUTION", "160") == 160
     resnet = tmp_path / "resnet18.pth"
-    torch.save({"format": DN_FORMAT, "dn": "resnet18", "state_dict": build_static_dn("resnet18").state_dict()},
-               resnet)
+    torch.save({"format": DN_FORMAT, "dn": "resnet18",
+                "state_dict": build_static_dn(parse_dn("resnet18")).state_dict()}, resnet)
     assert parse_dn("resnet18").info.resolution == 128  # its pretraining resolution
     assert resolution("PRETRAINED", str(resnet)) == 224

@@ -1,25 +1,30 @@
-"""Family descriptors: channels(dn) and the stage split agree with the static torchvision networks."""
+"""The family table: one ``Family`` per family, whose channels(dn) and stage split agree with the static
+torchvision networks."""
 
 import pytest
 import torch
 
-from dspnet_d2 import DN_SETS, FAMILIES, FAMILY_DESCRIPTORS, build_static_dn, build_supernet, get_family, parse_dn
+from dspnet_d2 import DN_SETS, FAMILIES, Family, build_static_dn, build_supernet, get_family, parse_dn
 from dspnet_d2.slim import FEATURE_NAMES, FEATURE_STRIDES
 
 ALL_DNS = [str(dn) for dn in DN_SETS["mbv3_s5"] + DN_SETS["resnet_s9"]]
 
 
-def test_every_family_has_a_descriptor():
-    assert set(FAMILY_DESCRIPTORS) == set(FAMILIES)
-    for name, family in FAMILY_DESCRIPTORS.items():
-        assert family.supernet.family == name and family.info is FAMILIES[name]
+def test_one_table_holds_every_fact_of_a_family():
+    assert set(FAMILIES) == {"mbv3", "resnet"}
+    for name, family in FAMILIES.items():
+        assert isinstance(family, Family) and family.name == name and family.supernet.family == name
         assert get_family(name) is family
+        assert all(dn.info is family for dn in DN_SETS[name])  # the DNs' grid is the family's
+        assert family.supernet.__module__ == f"dspnet_d2.slim.{name}"  # one name per family everywhere
+    with pytest.raises(ValueError, match="unknown DN family 'vgg'; known families: \\['mbv3', 'resnet'\\]"):
+        get_family("vgg")
 
 
 @pytest.mark.parametrize("dn", ALL_DNS)
 def test_channels_and_taps_match_the_static_network(dn):
     dn = parse_dn(dn)
-    family = get_family(dn)
+    family = dn.info
     model = build_static_dn(dn).eval()
     outputs = {}
     for feature, tap in zip(FEATURE_NAMES, family.taps(dn)):
@@ -46,8 +51,8 @@ def test_known_channels():
 
 @pytest.mark.parametrize("set_name", ["mbv3_s5", "resnet_s9"])
 def test_build_supernet_uses_the_family_class(set_name):
-    supernet = build_supernet(set_name, num_classes=10)
-    family = get_family(DN_SETS[set_name][0])
+    supernet = build_supernet(DN_SETS[set_name], num_classes=10)
+    family = DN_SETS[set_name][0].info
     assert isinstance(supernet, family.supernet)
     assert hasattr(supernet, family.head)
 
@@ -58,6 +63,6 @@ def test_the_descriptor_says_which_regularizers_a_family_takes():
     cfg = load_supervised_cfg("configs/supervised/slimmable_mbv3_imagenet.yaml")
     assert regularizers(cfg, get_family("mbv3")) == {"dropout": 0.2, "drop_path": 0.2}
     assert regularizers(cfg, get_family("resnet")) == {}
-    for name, family in FAMILY_DESCRIPTORS.items():  # each listed name is a keyword of the supernet constructor
-        top = DN_SETS["resnet_s9" if name == "resnet" else "mbv3_s5"][-1]
+    for name, family in FAMILIES.items():  # each listed name is a keyword of the supernet constructor
+        top = DN_SETS[name][-1]
         family.supernet(top, num_classes=10, **{arg: 0.1 for arg in family.regularizers})

@@ -5,12 +5,13 @@ import pytest
 from torchvision.models import mobilenet_v3_large, resnet18, resnet34
 
 from dspnet_d2.complexity import count_flops, count_params, dn_complexity
+from dspnet_d2.dn import parse_dn
 
 BLOCK_DETECTRON2 = "import sys; sys.modules['detectron2'] = None; "
 
 
 def test_core_imports_without_detectron2():
-    code = BLOCK_DETECTRON2 + "import dspnet_d2, pretrain; from dspnet_d2 import build_supernet, export_dn"
+    code = BLOCK_DETECTRON2 + "import dspnet_d2, pretrain; from dspnet_d2 import build_supernet, slice_dn"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -33,6 +34,7 @@ def test_detectron2_parts_say_how_to_install_it(module):
 ])
 def test_complexity_matches_torchvision_models(dn, make_tv):
     tv_model = make_tv()
+    dn = parse_dn(dn)
     ours = dn_complexity(dn, resolution=224, num_classes=1000)
     assert ours["params"] == count_params(tv_model)
     assert ours["flops"] == count_flops(tv_model, 224)
@@ -41,11 +43,11 @@ def test_complexity_matches_torchvision_models(dn, make_tv):
 
 
 def test_known_sizes():
-    assert dn_complexity("mbv3_w1.0", num_classes=1000)["params"] == 5_483_032  # torchvision's table
-    assert dn_complexity("resnet18", num_classes=1000)["params"] == 11_689_512
+    assert dn_complexity(parse_dn("mbv3_w1.0"), num_classes=1000)["params"] == 5_483_032  # torchvision's table
+    assert dn_complexity(parse_dn("resnet18"), num_classes=1000)["params"] == 11_689_512
     # sizes are counted at the evaluation resolution, 224 for both families (ResNet pretrains at 128)
-    assert dn_complexity("resnet18")["resolution"] == 224
-    assert dn_complexity("resnet18")["flops"] == dn_complexity("resnet18", resolution=224)["flops"]
+    assert dn_complexity(parse_dn("resnet18"))["resolution"] == 224
+    assert dn_complexity(parse_dn("resnet18"))["flops"] == dn_complexity(parse_dn("resnet18"), resolution=224)["flops"]
 
 
 def test_dn_table_tool(tmp_path):
@@ -57,5 +59,5 @@ def test_dn_table_tool(tmp_path):
     lines = csv_path.read_text().splitlines()
     assert lines[0] == "dn,resolution,params,flops" and len(lines) == 4
     dn, res, params, flops = lines[3].split(",")
-    assert dn == "mbv3_w1.0" and int(params) == dn_complexity("mbv3_w1.0")["params"]
-    assert int(flops) == dn_complexity("mbv3_w1.0")["flops"]
+    assert dn == "mbv3_w1.0" and int(params) == dn_complexity(parse_dn("mbv3_w1.0"))["params"]
+    assert int(flops) == dn_complexity(parse_dn("mbv3_w1.0"))["flops"]

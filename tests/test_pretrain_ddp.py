@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from dspnet_d2 import build_supernet, export_dn
+from dspnet_d2 import DN_SETS, build_supernet, parse_dn, slice_dn
 from dspnet_d2.weights import save_dn_file
 from pretrain_utils import tiny_data, torchrun
 
@@ -140,7 +140,8 @@ def test_two_process_knn_evaluation_equals_one_process(data_root, tmp_path):
     # a seeded DN file: the comparison needs weights, not trained ones (the evaluation recalibrates BN)
     torch.manual_seed(0)
     weights = tmp_path / "mbv3_w0.5.pth"
-    save_dn_file(str(weights), "mbv3_w0.5", export_dn(build_supernet("mbv3_s3"), "mbv3_w0.5").state_dict())
+    half = parse_dn("mbv3_w0.5")
+    save_dn_file(str(weights), half, slice_dn(build_supernet(DN_SETS["mbv3_s3"]), half).state_dict())
 
     def evaluate(nproc, out):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",

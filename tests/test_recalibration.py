@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dspnet_d2 import build_static_dn
+from dspnet_d2 import build_static_dn, parse_dn
 from dspnet_d2.images import ImageFolderIO, eval_transform
 from dspnet_d2.recalibration import recalibrate_bn, recalibrate_on_images, recalibration_loader, seeded_subset
 
@@ -41,11 +41,11 @@ def test_sample_is_seeded_distinct_and_capped():
 
 def test_recalibrate_on_images_equals_recalibrate_bn_on_the_sample(class_sorted_folder):
     torch.manual_seed(0)
-    model = build_static_dn("resnet18")
+    model = build_static_dn(parse_dn("resnet18"))
     info = recalibrate_on_images(model, class_sorted_folder, resolution=16, batch_size=8, num_batches=3, seed=1,
                                  resize_ratio=1.0)
     assert info == {"seed": 1, "images": 24, "resolution": 16}
-    reference = build_static_dn("resnet18")
+    reference = build_static_dn(parse_dn("resnet18"))
     reference.load_state_dict(model.state_dict())
     transform = eval_transform(16, 1.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     picked = seeded_subset(len(class_sorted_folder), 24, seed=1)

@@ -16,7 +16,7 @@ from conftest import randomize_bn_stats
 from pretrain_utils import run_tool
 from test_cli_errors import assert_one_error_line
 
-from dspnet_d2 import build_static_dn, build_supernet, export_dn
+from dspnet_d2 import DN_SETS, build_static_dn, build_supernet, parse_dn, slice_dn
 from dspnet_d2.deploy.formats import run_onnx
 from dspnet_d2.deploy.selection import Budget, Settings, choose, pareto_front, read_accuracies, select_dn
 from dspnet_d2.deploy.selection.measure import CACHE_FILE
@@ -196,7 +196,7 @@ def test_accuracies_join_at_the_resolution_the_dns_are_measured_at(tmp_path):
 def test_every_runtime_runs_the_dn_it_times(tmp_path):
     """What is timed computes the DN: each runtime's output equals the model's (the fresh process that measures
     memory loads the same files with the same ``load_runner``: the end-to-end test runs it)."""
-    model = build_static_dn("mbv3_w0.5", num_classes=10).eval()
+    model = build_static_dn(parse_dn("mbv3_w0.5"), num_classes=10).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)
@@ -216,11 +216,11 @@ def exported(tmp_path_factory):
     """Two exported DNs of a supernet with random weights and BN statistics, a 10-class classifier."""
     folder = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
-    supernet = build_supernet("mbv3_s3", num_classes=10)
+    supernet = build_supernet(DN_SETS["mbv3_s3"], num_classes=10)
     with torch.no_grad():
         randomize_bn_stats(supernet)
-    for dn in ("mbv3_w0.5", "mbv3_w0.75"):
-        save_dn_file(str(folder / f"{dn}.pth"), dn, export_dn(supernet, dn).state_dict())
+    for dn in map(parse_dn, ("mbv3_w0.5", "mbv3_w0.75")):
+        save_dn_file(str(folder / f"{dn}.pth"), dn, slice_dn(supernet, dn).state_dict())
     return folder
 
 

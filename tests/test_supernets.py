@@ -4,7 +4,7 @@ from torch import nn
 from torchvision.models import MobileNetV3, ResNet, mobilenet_v3_large, resnet18, resnet34
 
 from conftest import randomize_bn_stats
-from dspnet_d2 import DN_SETS, FAMILIES, build_static_dn, build_supernet, export_dn, parse_dn, recalibrate_bn
+from dspnet_d2 import DN_SETS, FAMILIES, build_static_dn, build_supernet, dn_set, parse_dn, recalibrate_bn, slice_dn
 from dspnet_d2.slim import FEATURE_STRIDES
 
 MBV3_DNS = [f"mbv3_w{w!r}" for w in FAMILIES["mbv3"].widths]  # 5-, 3- and 11-switch sets together
@@ -18,14 +18,14 @@ def _input(batch=2, seed=1):
 
 
 def _slimmed(supernets, dn):
-    net = supernets[parse_dn(dn).family]
+    net = supernets[dn.family]
     net.set_active(dn)
     return net
 
 
 @pytest.mark.parametrize("dn", ALL_DNS)
 def test_forward_shapes_and_declared_channels(supernets, dn):
-    net = _slimmed(supernets, dn).eval()
+    net = _slimmed(supernets, parse_dn(dn)).eval()
     x = _input()
     with torch.no_grad():
         feats = net.forward_features(x)
@@ -39,9 +39,10 @@ def test_forward_shapes_and_declared_channels(supernets, dn):
 
 
 @pytest.mark.parametrize("dn", ALL_DNS)
-def test_export_equals_slimmed_supernet(supernets, dn):
+def test_slice_equals_slimmed_supernet(supernets, dn):
+    dn = parse_dn(dn)
     net = _slimmed(supernets, dn).eval()
-    exported = export_dn(net, dn).eval()
+    exported = slice_dn(net, dn).eval()
     x = _input()
     with torch.no_grad():
         assert torch.equal(exported(x), net(x))
@@ -52,6 +53,7 @@ def test_export_equals_slimmed_supernet(supernets, dn):
 
 @pytest.mark.parametrize("dn", ALL_DNS)
 def test_active_parameters_get_gradients_inactive_do_not(supernets, dn):
+    dn = parse_dn(dn)
     net = _slimmed(supernets, dn).train()
     net.zero_grad(set_to_none=True)
     out = net(_input(batch=4))
@@ -83,13 +85,13 @@ def _torchvision_pairs():
 def test_torchvision_strict_load_and_equal_outputs(dn, make_tv):
     """With a classifier the export loads strict=True into the torchvision model exactly as built."""
     torch.manual_seed(0)
-    family = parse_dn(dn).family
-    net = build_supernet(family, num_classes=10).eval()
+    dn = parse_dn(dn)
+    net = build_supernet(DN_SETS[dn.family], num_classes=10).eval()
     with torch.no_grad():
         randomize_bn_stats(net)
     net.set_active(dn)
     tv_model = make_tv(10).eval()
-    tv_model.load_state_dict(export_dn(net, dn).state_dict(), strict=True)
+    tv_model.load_state_dict(slice_dn(net, dn).state_dict(), strict=True)
     x = _input()
     with torch.no_grad():
         assert torch.equal(tv_model(x), net(x))
@@ -97,9 +99,9 @@ def test_torchvision_strict_load_and_equal_outputs(dn, make_tv):
 
 @pytest.mark.parametrize("dn", ["mbv3_w0.75", "resnet18"])
 def test_headless_export_loads_into_torchvision_features(supernets, dn):
-    net = _slimmed(supernets, dn).eval()
+    net = _slimmed(supernets, parse_dn(dn)).eval()
     tv_model = (mobilenet_v3_large(width_mult=0.75) if dn.startswith("mbv3") else resnet18()).eval()
-    missing, unexpected = tv_model.load_state_dict(export_dn(net, dn).state_dict(), strict=False)
+    missing, unexpected = tv_model.load_state_dict(slice_dn(net, net.active).state_dict(), strict=False)
     assert unexpected == [] and all(k.startswith(("classifier", "fc")) for k in missing) and missing
     if dn.startswith("mbv3"):
         tv_model.classifier = nn.Identity()
@@ -109,9 +111,9 @@ def test_headless_export_loads_into_torchvision_features(supernets, dn):
         assert torch.equal(tv_model(_input()), net(_input()))
 
 
-def test_export_weights_are_independent_copies(supernets):
-    net = _slimmed(supernets, "mbv3_w0.5")
-    exported = export_dn(net, "mbv3_w0.5")
+def test_sliced_weights_are_independent_copies(supernets):
+    net = _slimmed(supernets, parse_dn("mbv3_w0.5"))
+    exported = slice_dn(net, net.active)
     sup_ptrs = {t.untyped_storage().data_ptr() for t in net.state_dict().values()}
     for value in exported.state_dict().values():
         assert value.untyped_storage().data_ptr() not in sup_ptrs
@@ -124,27 +126,27 @@ def test_export_weights_are_independent_copies(supernets):
 
 
 def test_set_active_rejects_larger_or_foreign_dns():
-    small = build_supernet(["resnet18", "resnet_w1.25_d2222"])
+    small = build_supernet(dn_set("resnet18,resnet_w1.25_d2222"))
     assert small.max_dn == parse_dn("resnet_w1.25_d2222")
     with pytest.raises(ValueError, match="not a sub-network"):
-        small.set_active("resnet34")
+        small.set_active(parse_dn("resnet34"))
     with pytest.raises(ValueError, match="not a sub-network"):
-        small.set_active("mbv3_w0.5")
+        small.set_active(parse_dn("mbv3_w0.5"))
     with pytest.raises(ValueError, match="not a sub-network"):
-        export_dn(small, "resnet_w1.5_d2222")
-    with pytest.raises(ValueError, match="grid"):
-        small.set_active("resnet_w1.1_d2222")
+        slice_dn(small, parse_dn("resnet_w1.5_d2222"))
+    with pytest.raises(ValueError, match="one family"):
+        build_supernet(dn_set("resnet18") + dn_set("mbv3_w0.5"))
 
 
 def test_active_dn_is_explicit_state(supernets):
     net = supernets["mbv3"]
-    assert net.set_active("mbv3_w0.5") == parse_dn("mbv3_w0.5")
+    assert net.set_active(parse_dn("mbv3_w0.5")) == parse_dn("mbv3_w0.5")
     assert net.active == parse_dn("mbv3_w0.5") and net.feature_dim == 480
     net.eval()
     with torch.no_grad():
         net(_input())
     assert net.active == parse_dn("mbv3_w0.5")
-    net.set_active("mbv3_w1.0")
+    net.set_active(parse_dn("mbv3_w1.0"))
     assert net.feature_dim == 960
     assert net.feature_channels() == {"res2": 24, "res3": 40, "res4": 112, "res5": 960}
 
@@ -152,8 +154,8 @@ def test_active_dn_is_explicit_state(supernets):
 @pytest.mark.parametrize("dn", ["mbv3_w0.625", "resnet_w1.25_d2343"])
 @pytest.mark.parametrize("on_supernet", [True, False], ids=["supernet", "exported"])
 def test_recalibrate_bn_matches_data_statistics(supernets, dn, on_supernet):
-    model = _slimmed(supernets, dn)
-    model = model if on_supernet else export_dn(model, dn)
+    model = _slimmed(supernets, parse_dn(dn))
+    model = model if on_supernet else slice_dn(model, model.active)
     first_conv = model.features[0][0] if dn.startswith("mbv3") else model.conv1
     first_bn = model.features[0][1] if dn.startswith("mbv3") else model.bn1
     gen = torch.Generator().manual_seed(3)
@@ -176,4 +178,4 @@ def test_recalibrate_bn_matches_data_statistics(supernets, dn, on_supernet):
 
 def test_recalibrate_bn_needs_batches():
     with pytest.raises(ValueError, match="no batches"):
-        recalibrate_bn(build_static_dn("resnet18"), [])
+        recalibrate_bn(build_static_dn(parse_dn("resnet18")), [])

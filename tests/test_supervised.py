@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.models import mobilenet_v3_large
 
-from dspnet_d2 import DN_SETS, InvalidInputError, MissingFileError, build_supernet, export_dn, parse_dn
+from dspnet_d2 import DN_SETS, InvalidInputError, MissingFileError, build_supernet, dn_set, parse_dn, slice_dn
 from dspnet_d2.weights import PRETRAIN_FORMAT, save_dn_file
 from pretrain.method import sample_subnets
 from pretrain.supervised.__main__ import main as supervised_main
@@ -56,7 +56,7 @@ def test_sandwich_order_puts_the_largest_first():
 
 def test_only_the_largest_learns_from_the_labels():
     torch.manual_seed(0)
-    model = build_supernet("mbv3_s3", num_classes=5)
+    model = build_supernet(DN_SETS["mbv3_s3"], num_classes=5)
     model.classifier[2].p = 0.0  # no dropout: the reference forwards below see the same network
     images, labels = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 4, 0])
     order = sandwich_order(S3, 3, 0, 0)
@@ -75,7 +75,7 @@ def test_only_the_largest_learns_from_the_labels():
 
 def test_gradients_of_all_subnetworks_add_up():
     torch.manual_seed(0)
-    model = build_supernet("mbv3_s3", num_classes=5)
+    model = build_supernet(DN_SETS["mbv3_s3"], num_classes=5)
     model.classifier[2].p = 0.0
     images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     order = sandwich_order(S3, 3, 0, 0)
@@ -103,22 +103,23 @@ def _pretraining_file(path, supernet, dns):
 
 def test_init_from_dspnet_byol_or_random(tmp_path):
     torch.manual_seed(1)
-    source = build_supernet("mbv3_s3")
+    source = build_supernet(DN_SETS["mbv3_s3"])
     _pretraining_file(tmp_path / "dspnet.pth", source, S3)
-    model = build_supernet("mbv3_s3", num_classes=7)
+    model = build_supernet(DN_SETS["mbv3_s3"], num_classes=7)
     head = model.classifier[0].weight.clone()
     assert load_init(model, str(tmp_path / "dspnet.pth")) == "DSPNet init"
     for key, value in source.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
     assert torch.equal(model.classifier[0].weight, head)  # the classifier starts fresh
     # BYOL+S-Net: a single network must be the full width
-    save_dn_file(str(tmp_path / "full.pth"), "mbv3_w1.0", export_dn(source, "mbv3_w1.0").state_dict())
-    assert load_init(build_supernet("mbv3_s3", num_classes=7), str(tmp_path / "full.pth")) == "BYOL init"
-    save_dn_file(str(tmp_path / "half.pth"), "mbv3_w0.5", export_dn(source, "mbv3_w0.5").state_dict())
+    full, half = parse_dn("mbv3_w1.0"), parse_dn("mbv3_w0.5")
+    save_dn_file(str(tmp_path / "full.pth"), full, slice_dn(source, full).state_dict())
+    assert load_init(build_supernet(DN_SETS["mbv3_s3"], num_classes=7), str(tmp_path / "full.pth")) == "BYOL init"
+    save_dn_file(str(tmp_path / "half.pth"), half, slice_dn(source, half).state_dict())
     with pytest.raises(InvalidInputError, match="full network mbv3_w1.0"):
-        load_init(build_supernet("mbv3_s3", num_classes=7), str(tmp_path / "half.pth"))
+        load_init(build_supernet(DN_SETS["mbv3_s3"], num_classes=7), str(tmp_path / "half.pth"))
     with pytest.raises(InvalidInputError, match="does not contain"):
-        load_init(build_supernet("resnet_s9", num_classes=7), str(tmp_path / "dspnet.pth"))
+        load_init(build_supernet(DN_SETS["resnet_s9"], num_classes=7), str(tmp_path / "dspnet.pth"))
     assert load_init(model, "none") == "random init"
 
 
@@ -212,7 +213,7 @@ def _gradient_worker(rank, port, dns, result_path):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.manual_seed(0)
-    model = build_supernet(dns, num_classes=5).train()
+    model = build_supernet(dn_set(dns), num_classes=5).train()
     if hasattr(model, "classifier"):
         model.classifier[2].p = 0.0  # no dropout: every run computes the same function
     images, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 5, (8,))
@@ -271,7 +272,8 @@ def test_recipes_follow_timm_and_torchvision():
     resnet = load_supervised_cfg("configs/supervised/slimmable_resnet_imagenet.yaml")
     lrs = [supervised_lr_at(epoch * 100, 100, resnet) for epoch in (0, 29, 30, 59, 60, 89)]
     assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])  # torchvision's StepLR(30, 0.1)
-    model = build_supernet("resnet_s9", num_classes=10)
+    model = build_supernet(DN_SETS["resnet_s9"], num_classes=10)
     assert {g["weight_decay"] for g in build_optimizer(resnet, model).param_groups} == {1e-4}  # every parameter
-    decays = [g["weight_decay"] for g in build_optimizer(mbv3, build_supernet("mbv3_s3", num_classes=10)).param_groups]
+    supernet = build_supernet(DN_SETS["mbv3_s3"], num_classes=10)
+    decays = [g["weight_decay"] for g in build_optimizer(mbv3, supernet).param_groups]
     assert decays == [1e-5, 0.0]  # timm: no decay on biases and norms

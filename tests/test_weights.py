@@ -3,7 +3,7 @@ evaluation and the supervised start."""
 import pytest
 import torch
 
-from dspnet_d2 import build_supernet, export_dn
+from dspnet_d2 import build_supernet, slice_dn
 from dspnet_d2.dn import DN_SETS, parse_dn
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.weights import PRETRAIN_FORMAT, describe, dn_in_source, read_weights, save_dn_file
@@ -18,29 +18,30 @@ def files(tmp_path_factory):
     """A supernet checkpoint of mbv3_s3, an exported mbv3_w0.75 and an exported full network."""
     root = tmp_path_factory.mktemp("weights")
     torch.manual_seed(0)
-    supernet = build_supernet("mbv3_s3")
+    supernet = build_supernet(S3)
     torch.save({"format": PRETRAIN_FORMAT, "signature": {"dns": [str(d) for d in S3]},
                 "online": {f"encoder.{k}": v for k, v in supernet.state_dict().items()}}, root / "supernet.pth")
-    for dn in ("mbv3_w0.75", "mbv3_w1.0"):
-        save_dn_file(str(root / f"{dn}.pth"), dn, export_dn(supernet, dn).state_dict())
+    for dn in map(parse_dn, ("mbv3_w0.75", "mbv3_w1.0")):
+        save_dn_file(str(root / f"{dn}.pth"), dn, slice_dn(supernet, dn).state_dict())
     return root
 
 
 def test_a_supernet_serves_its_dns_and_a_single_dn_file_its_own_only():
-    assert dn_in_source("s.pth", S3, "mbv3_w0.5") == parse_dn("mbv3_w0.5")
-    assert dn_in_source("s.pth", S3, "mbv3_w0.625") == parse_dn("mbv3_w0.625")  # a sub-network of the largest
+    assert dn_in_source("s.pth", S3, parse_dn("mbv3_w0.5")) == parse_dn("mbv3_w0.5")
+    assert dn_in_source("s.pth", S3, parse_dn("mbv3_w0.625")) == parse_dn("mbv3_w0.625")  # a sub-network of the largest
     with pytest.raises(InvalidInputError, match="choose one"):
         dn_in_source("s.pth", S3)
     with pytest.raises(InvalidInputError, match="not of this checkpoint's family"):
-        dn_in_source("s.pth", S3, "resnet18")
+        dn_in_source("s.pth", S3, parse_dn("resnet18"))
     single = (parse_dn("mbv3_w0.75"),)
-    assert dn_in_source("d.pth", single) == single[0] == dn_in_source("d.pth", single, "mbv3_w0.75")
+    assert dn_in_source("d.pth", single) == single[0] == dn_in_source("d.pth", single, parse_dn("mbv3_w0.75"))
     with pytest.raises(InvalidInputError, match="single network mbv3_w0.75"):
-        dn_in_source("d.pth", single, "mbv3_w0.5")
-    assert dn_in_source("d.pth", single, "mbv3_w0.5", slice_single=True) == parse_dn("mbv3_w0.5")
+        dn_in_source("d.pth", single, parse_dn("mbv3_w0.5"))
+    assert dn_in_source("d.pth", single, parse_dn("mbv3_w0.5"), slice_single=True) == parse_dn("mbv3_w0.5")
     with pytest.raises(InvalidInputError, match="is not in"):
-        dn_in_source("d.pth", single, "mbv3_w1.0", slice_single=True)
-    assert dn_in_source("tv.pth", None, "resnet18") == parse_dn("resnet18")  # shapes are checked at build time
+        dn_in_source("d.pth", single, parse_dn("mbv3_w1.0"), slice_single=True)
+    resnet18 = parse_dn("resnet18")
+    assert dn_in_source("tv.pth", None, resnet18) == resnet18  # shapes are checked at build time
     with pytest.raises(InvalidInputError, match="name the DN"):
         dn_in_source("tv.pth", None)
 
@@ -50,22 +51,24 @@ def test_every_reader_refuses_a_slice_of_a_single_dn_file(files, capsys, monkeyp
     model, dn = read_weights(exported).model()
     assert str(dn) == "mbv3_w0.75"
     with pytest.raises(InvalidInputError, match="single network mbv3_w0.75"):
-        read_weights(exported).model("mbv3_w0.5")
+        read_weights(exported).model(parse_dn("mbv3_w0.5"))
     result = run_tool("convert_to_d2", [exported, "--dn", "mbv3_w0.5", "-o", files / "x.pkl"], capsys, monkeypatch)
     assert result.code == 2 and "single network mbv3_w0.75" in result.err
     assert not (files / "x.pkl").exists()
     with pytest.raises(InvalidInputError, match="single network mbv3_w0.75"):
         read_weights(exported).select("mbv3_w0.5")
     # the supernet serves every DN, to every reader
-    assert str(read_weights(str(files / "supernet.pth")).model("mbv3_w0.5")[1]) == "mbv3_w0.5"
-    assert [str(d) for d in read_weights(str(files / "supernet.pth")).select("all")] == [str(d) for d in S3]
+    assert str(read_weights(str(files / "supernet.pth")).model(parse_dn("mbv3_w0.5"))[1]) == "mbv3_w0.5"
+    supernet = read_weights(str(files / "supernet.pth"))
+    assert supernet.select("all") == supernet.select("mbv3_s3") == S3
+    assert supernet.select("mbv3_w1.0, mbv3_w0.625") == (parse_dn("mbv3_w1.0"), parse_dn("mbv3_w0.625"))
 
 
 def test_the_supervised_start_slices_a_full_single_network_by_its_explicit_rule(files):
-    model = build_supernet("mbv3_s3", num_classes=4)
+    model = build_supernet(S3, num_classes=4)
     assert load_init(model, str(files / "mbv3_w1.0.pth")) == "BYOL init"
     with pytest.raises(InvalidInputError, match="full network mbv3_w1.0"):
-        load_init(build_supernet("mbv3_s3", num_classes=4), str(files / "mbv3_w0.75.pth"))
+        load_init(build_supernet(S3, num_classes=4), str(files / "mbv3_w0.75.pth"))
 
 
 def test_the_reader_follows_a_files_own_description_and_reads_older_files(files, tmp_path):

@@ -18,7 +18,7 @@ from torch import nn  # noqa: E402
 
 from ..dn import DNSpec, parse_dn  # noqa: E402
 from ..errors import InvalidInputError  # noqa: E402
-from ..families import Family, get_family  # noqa: E402
+from ..families import Family  # noqa: E402
 from ..slim.base import FEATURE_NAMES, FEATURE_STRIDES  # noqa: E402
 
 __all__ = ["DSPNetBackbone", "build_dspnet_fpn_backbone", "build_dspnet_mbv3_fpn_backbone",
@@ -44,10 +44,10 @@ def _norm_factory(norm: str, family: Family):
 class DSPNetBackbone(Backbone):
     """The static network of one DN with outputs res2..res5 (strides 4/8/16/32)."""
 
-    def __init__(self, dn: "str | DNSpec", out_features=FEATURE_NAMES, norm: str = "BN", freeze_at: int = 0):
+    def __init__(self, dn: DNSpec, out_features=FEATURE_NAMES, norm: str = "BN", freeze_at: int = 0):
         super().__init__()
-        self.dn = parse_dn(dn)
-        self.family = get_family(self.dn)
+        self.dn = dn
+        self.family = dn.info
         unknown = set(out_features) - set(FEATURE_NAMES)
         if unknown:
             raise InvalidInputError(f"unknown OUT_FEATURES {sorted(unknown)}; choose from {list(FEATURE_NAMES)}")
@@ -87,7 +87,7 @@ class DSPNetBackbone(Backbone):
 
 
 def _build(cfg, family: str | None = None) -> Backbone:
-    dn = parse_dn(cfg.MODEL.DSPNET.DN)
+    dn = parse_dn(cfg.MODEL.DSPNET.DN)  # the edge: detectron2's config holds the DN string
     if family is not None and dn.family != family:
         raise InvalidInputError(f"MODEL.DSPNET.DN={dn} is a {dn.family} DN but MODEL.BACKBONE.NAME is "
                                 f"build_dspnet_{family}_fpn_backbone; use build_dspnet_fpn_backbone, which "

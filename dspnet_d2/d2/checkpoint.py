@@ -18,7 +18,7 @@ from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.utils.file_io import PathManager  # noqa: E402
 
 from ..deploy.convert import D2_PREFIX, read_d2_pkl  # noqa: E402
-from ..weights import slice_state_dict  # noqa: E402
+from ..slim.slicing import slice_state_dict  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

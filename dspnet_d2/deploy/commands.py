@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from ..dn import DNSpec
 from ..errors import InvalidInputError
 from ..recalibration import (
     RecalibrationOptions,
@@ -38,7 +39,7 @@ __all__ = ["EXPORT_FORMATS", "export_dn_file", "convert_to_d2_pkl", "select_and_
 EXPORT_FORMATS = ("onnx", "torchscript", "pt2", "state_dict")
 
 
-def export_dn_file(source: str, output: str, fmt: str, dn: str | None = None, static_batch: int | None = None,
+def export_dn_file(source: str, output: str, fmt: str, dn: DNSpec | None = None, static_batch: int | None = None,
                    dynamic_size: bool = False, classifier: bool = True,
                    recalibration: RecalibrationOptions = RecalibrationOptions(),
                    usage_error: UsageError | None = None) -> int:
@@ -95,7 +96,7 @@ def export_dn_file(source: str, output: str, fmt: str, dn: str | None = None, st
     return 0
 
 
-def convert_to_d2_pkl(source: str, output: str, dn: str | None = None, supernet: bool = False,
+def convert_to_d2_pkl(source: str, output: str, dn: DNSpec | None = None, supernet: bool = False,
                       recalibration: RecalibrationOptions = RecalibrationOptions(),
                       usage_error: UsageError | None = None) -> int:
     """Write DN ``dn`` of ``source`` (or, with ``supernet``, every DN of a pretraining checkpoint) as a detectron2
@@ -141,6 +142,6 @@ def select_and_export_dn(sources: list[str], output_dir: str, results: list[str]
         dn = selection.choice.dn  # exported at the resolution it was measured and ranked at
         recalibration = RecalibrationOptions(data_root=data_root, no_bn_recalibration=no_bn_recalibration,
                                              resolution=selection.row(dn)["resolution"])
-        return export_dn_file(selection.chosen.path, request.output(dn, output_dir), request.format, dn=dn,
-                              recalibration=recalibration)
+        return export_dn_file(selection.chosen.path, request.output(dn, output_dir), request.format,
+                              dn=selection.chosen.dn, recalibration=recalibration)
     return 0

@@ -12,19 +12,18 @@ import torch
 
 from ..dn import DNSpec, largest_dn
 from ..errors import InvalidInputError
-from ..families import build_static_dn, head_names
+from ..families import build_static_dn
 from ..weights import slice_for_dn
 
 D2_PREFIX = "backbone.bottom_up.body."
-_HEAD_PREFIXES = tuple(f"{name}." for name in head_names())  # classifiers are not part of the backbone
 
 __all__ = ["D2_PREFIX", "dn_backbone_state", "supernet_backbone_state", "to_d2_model", "save_d2_pkl", "read_d2_pkl",
            "SupernetTensors"]
 
 
-def dn_backbone_state(weights: dict[str, torch.Tensor], dn: "str | DNSpec") -> dict[str, torch.Tensor]:
+def dn_backbone_state(weights: dict[str, torch.Tensor], dn: DNSpec) -> dict[str, torch.Tensor]:
     """The DN's backbone weights: every key of its static network but the classifier, sliced to shape."""
-    return slice_for_dn(weights, _backbone_only(build_static_dn(dn).state_dict()), dn)
+    return slice_for_dn(weights, _backbone_only(build_static_dn(dn).state_dict(), dn), dn)
 
 
 def to_d2_model(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -73,10 +72,14 @@ def read_d2_pkl(file) -> dict:
     return _SupernetUnpickler(file, encoding="latin1").load()
 
 
-def supernet_backbone_state(weights: dict[str, torch.Tensor], dns) -> tuple[dict[str, torch.Tensor], DNSpec]:
-    """All DNs in one file: the supernet's weights (largest shapes), without any head."""
-    return _backbone_only(weights), largest_dn(dns)
+def supernet_backbone_state(weights: dict[str, torch.Tensor], dns: tuple[DNSpec, ...]
+                            ) -> tuple[dict[str, torch.Tensor], DNSpec]:
+    """All DNs in one file: the supernet's weights (largest shapes), without the classifier."""
+    top = largest_dn(dns)
+    return _backbone_only(weights, top), top
 
 
-def _backbone_only(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIXES)}
+def _backbone_only(state: dict[str, torch.Tensor], dn: DNSpec) -> dict[str, torch.Tensor]:
+    """``state`` without the DN's classifier (not part of the backbone)."""
+    head = dn.info.head + "."
+    return {k: v for k, v in state.items() if not k.startswith(head)}

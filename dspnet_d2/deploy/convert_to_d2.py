@@ -18,6 +18,7 @@ that it keeps the shared ones (``--no-bn-recalibration``). Exported DNs carry th
 import argparse
 import sys
 
+from ..dn import parse_dn
 from ..errors import cli_main
 from ..recalibration import RecalibrationOptions, add_recalibration_args
 from .commands import convert_to_d2_pkl
@@ -31,7 +32,7 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output", required=True, help="output .pkl")
     add_recalibration_args(parser)
     args = parser.parse_args(argv)
-    return convert_to_d2_pkl(args.source, args.output, dn=args.dn, supernet=args.supernet,
+    return convert_to_d2_pkl(args.source, args.output, dn=args.dn and parse_dn(args.dn), supernet=args.supernet,
                              recalibration=RecalibrationOptions.from_args(args), usage_error=parser.error)
 
 

@@ -21,6 +21,7 @@ error. ONNX needs the deploy extra: pip install -e ".[deploy]".
 import argparse
 import sys
 
+from ..dn import parse_dn
 from ..errors import cli_main
 from ..recalibration import RecalibrationOptions, add_recalibration_args
 from .commands import EXPORT_FORMATS, export_dn_file
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.static_batch is not None and args.dynamic_batch:
         parser.error("--static-batch and --dynamic-batch exclude each other")
-    return export_dn_file(args.source, args.output, args.format, dn=args.dn, static_batch=args.static_batch,
+    return export_dn_file(args.source, args.output, args.format, dn=args.dn and parse_dn(args.dn), static_batch=args.static_batch,
                           dynamic_size=args.dynamic_size, classifier=not args.no_classifier,
                           recalibration=RecalibrationOptions.from_args(args), usage_error=parser.error)
 

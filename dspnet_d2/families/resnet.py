@@ -7,7 +7,7 @@ from torch import nn
 from torchvision.models import ResNet
 from torchvision.models.resnet import BasicBlock
 
-from ..dn import DNSpec
+from ..dn import DNSpec, register_family
 from ..slim.resnet import SlimResNet, dn_channels, stage_widths
 from .base import Family
 
@@ -59,6 +59,13 @@ def _stages(dn: DNSpec) -> tuple[tuple[str, ...], ...]:
     return tuple((f"layer{i}",) for i in range(1, 5))
 
 
-RESNET = Family(name="resnet", supernet=SlimResNet, build_static=_build_static, channels=dn_channels,
-                stem=("conv1", "bn1", "relu", "maxpool"), stages=_stages, head="fc", norm_eps=1e-5,
-                norm_momentum=0.1)
+_WIDTHS = (1.0, 1.25, 1.5)  # stage widths [64,128,256,512] x w = 64/80/96 base
+_DEPTHS = ("2222", "2343", "3463")  # the paper's nine DNs: each width at each depth
+
+RESNET = Family(
+    name="resnet", widths=_WIDTHS, max_depths=(3, 4, 6, 3),
+    sets={"resnet_s9": tuple(f"resnet_w{w!r}_d{d}" for w in _WIDTHS for d in _DEPTHS)}, default_set="resnet_s9",
+    aliases={"resnet18": "resnet_w1.0_d2222", "resnet34": "resnet_w1.0_d3463"}, resolution=128, supernet=SlimResNet,
+    build_static=_build_static, channels=dn_channels, stem=("conv1", "bn1", "relu", "maxpool"), stages=_stages,
+    head="fc", norm_eps=1e-5, norm_momentum=0.1)
+register_family(RESNET)

@@ -6,7 +6,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..dn import DNSpec, parse_dn
+from ..dn import DNSpec
 
 FEATURE_NAMES = ("res2", "res3", "res4", "res5")
 FEATURE_STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
@@ -36,14 +36,13 @@ class Supernet(nn.Module):
     def active(self) -> DNSpec:
         return self._active
 
-    def check_dn(self, dn: "str | DNSpec") -> DNSpec:
-        """Parse ``dn`` and check it is a sub-network of this supernet."""
-        dn = parse_dn(dn)
+    def check_dn(self, dn: DNSpec) -> DNSpec:
+        """``dn``, checked to be a sub-network of this supernet."""
         if not dn.fits_in(self.max_dn):
             raise ValueError(f"DN {dn} is not a sub-network of this supernet ({self.max_dn})")
         return dn
 
-    def set_active(self, dn: "str | DNSpec") -> DNSpec:
+    def set_active(self, dn: DNSpec) -> DNSpec:
         """Slim the supernet to ``dn`` in place; every later forward runs that DN."""
         dn = self.check_dn(dn)
         self._apply_dn(dn)
@@ -55,7 +54,7 @@ class Supernet(nn.Module):
         """Width of the pooled feature vector of the active DN (the projector's input width)."""
         return self.channels(self._active)["pooled"]
 
-    def feature_channels(self, dn: "str | DNSpec | None" = None) -> dict[str, int]:
+    def feature_channels(self, dn: DNSpec | None = None) -> dict[str, int]:
         """Channels of res2..res5 for ``dn`` (default: the active DN)."""
         channels = self.channels(self.check_dn(dn) if dn is not None else self._active)
         return {name: channels[name] for name in FEATURE_NAMES}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..dn import DNSpec, parse_dn
+from ..dn import DNSpec
 from .base import Supernet, init_like_torchvision
 from .ops import SlimBatchNorm2d, SlimConv2d, SlimLinear
 
@@ -53,12 +53,12 @@ class SlimBasicBlock(nn.Module):
 
 
 class SlimResNet(Supernet):
-    """BasicBlock ResNet supernet; ``set_active("resnet18")`` runs torchvision's ResNet-18."""
+    """BasicBlock ResNet supernet; ``set_active(parse_dn("resnet18"))`` runs torchvision's ResNet-18."""
 
     family = "resnet"
 
-    def __init__(self, max_dn: "DNSpec | str" = "resnet_w1.5_d3463", num_classes: int | None = None):
-        super().__init__(parse_dn(max_dn), num_classes)
+    def __init__(self, max_dn: DNSpec, num_classes: int | None = None):
+        super().__init__(max_dn, num_classes)
         widths = stage_widths(self.max_dn.width)
         self.conv1 = SlimConv2d(3, widths[0], 7, 2, 3)
         self.bn1 = SlimBatchNorm2d(widths[0])

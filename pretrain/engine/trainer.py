@@ -7,7 +7,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from dspnet_d2.deploy.export import export_dn
+from dspnet_d2.slim.slicing import slice_dn
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.images import ImageFolderIO, class_selection
 from dspnet_d2.recalibration import recalibrate_on_images
@@ -180,7 +180,7 @@ class Trainer(ResumableRun):
             plot_monitor_curves(self.metrics.path, os.path.join(self.cfg.OUTPUT_DIR, "knn_monitor.png"))
 
     def export(self) -> dict[str, str]:
-        """Write each DN's weights (export_dn of the online encoder) to OUTPUT_DIR/export/<dn>.pth, with
+        """Write each DN's weights (slice_dn of the online encoder) to OUTPUT_DIR/export/<dn>.pth, with
         BN statistics recalibrated for that DN (``EXPORT_RECALIBRATION_BATCHES``; recorded in the file)."""
         paths = {}
         if self.is_main:
@@ -188,7 +188,7 @@ class Trainer(ResumableRun):
             os.makedirs(folder, exist_ok=True)
             encoder = self.method.online.encoder
             for dn in self.method.dns:
-                model = export_dn(encoder, dn).to(self.device)
+                model = slice_dn(encoder, dn).to(self.device)
                 recalibration = None
                 if self.cfg.EXPORT_RECALIBRATION_BATCHES:
                     recalibration = recalibrate_on_images(

@@ -9,7 +9,7 @@ import random
 
 import torch
 
-from dspnet_d2.deploy.export import export_dn
+from dspnet_d2.slim.slicing import slice_dn
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.images import ImageFolderIO, LabelledImages, eval_transform
 from dspnet_d2.recalibration import recalibrate_bn, seeded_subset
@@ -57,7 +57,7 @@ class KNNMonitor:
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         try:
             with torch.random.fork_rng(devices=devices):
-                return {f"knn/{dn}": self._top1(export_dn(supernet, dn).to(self.device)) for dn in dns}
+                return {f"knn/{dn}": self._top1(slice_dn(supernet, dn).to(self.device)) for dn in dns}
         finally:
             random.setstate(python_state)
 

@@ -108,7 +108,7 @@ def validate_supervised_cfg(cfg: CN, world_size: int = 1) -> None:
     if n < 1 or (n >= 2 and len(dns) < 2) or (n > 2 and len(dns) < 3):
         raise InvalidInputError(f"MODEL.NUM_SUBNETS={n} does not fit the DN set {cfg.MODEL.DNS} ({len(dns)} DNs): "
                                 f"1 trains the largest only, 2 needs 2 DNs, more needs a DN between the extremes")
-    family = get_family(dns[0])
+    family = get_family(dns[0].family)
     unsupported = [key for key, value in REGULARIZER_KEYS.items() if cfg.MODEL[key] and value not in family.regularizers]
     if unsupported:
         raise InvalidInputError(f"MODEL.{' and MODEL.'.join(unsupported)} do not apply to the {family.name} family; "

@@ -72,7 +72,7 @@ def load_init(model: Supernet, init: str) -> str:
     if kind not in (PRETRAIN_FORMAT, DN_FORMAT):
         raise InvalidInputError(f"INIT {init} is a {kind} file; give a pretraining checkpoint or an exported DN")
     full = model.max_dn
-    head = get_family(full).head + "."
+    head = get_family(full.family).head + "."
     if len(dns) == 1 and dns[0] != full:
         raise InvalidInputError(f"INIT {init} holds the single network {dns[0]}; a single-network start (BYOL+S-Net) "
                                 f"must be the full network {full} of MODEL.DNS")

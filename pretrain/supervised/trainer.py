@@ -65,7 +65,7 @@ class SupervisedTrainer(ResumableRun):
         self.num_classes = len(self.train_images.classes)
         self.resolution = cfg.DATA.RESOLUTION or full.info.eval_resolution
         torch.manual_seed(cfg.SEED)
-        family = get_family(full)
+        family = get_family(full.family)
         self.model = family.supernet(full, num_classes=self.num_classes, **regularizers(cfg, family))
         self.series = load_init(self.model, cfg.INIT)
         self.model.to(self.device)
@@ -190,8 +190,8 @@ class SupervisedTrainer(ResumableRun):
             if cfg.EXPORT:
                 folder = os.path.join(cfg.OUTPUT_DIR, "export")
                 os.makedirs(folder, exist_ok=True)
-                for result, model in evaluated:
-                    save_dn_file(os.path.join(folder, f"{result['dn']}.pth"), result["dn"], model.state_dict(),
+                for dn, (result, model) in zip(self.dns, evaluated):
+                    save_dn_file(os.path.join(folder, f"{dn}.pth"), dn, model.state_dict(),
                                  config=cfg.dump(), step=self.step, num_classes=self.num_classes,
                                  classes=list(self.train_images.classes), bn_recalibration=result["bn_recalibration"])
             paths = write_report(results, cfg.OUTPUT_DIR, title)

@@ -19,8 +19,8 @@ import tempfile
 import torch
 from torchvision.models import mobilenet_v3_large, resnet18, resnet34
 
-from dspnet_d2 import build_supernet, export_dn, parse_dn
-from dspnet_d2.deploy.selection import RUNTIMES, Settings, time_interleaved
+from dspnet_d2 import DN_SETS, build_supernet, parse_dn, slice_dn
+from dspnet_d2.deploy.selection import Settings, time_interleaved
 from dspnet_d2.deploy.selection.runners import deploy
 
 TORCHVISION_TWINS = {"resnet_w1.0_d2222": resnet18, "resnet_w1.0_d3463": resnet34}
@@ -37,11 +37,11 @@ def torchvision_twin(dn):
 def measure(dn: str, batches, iters: int, threads: int, folder: str) -> list[dict]:
     spec = parse_dn(dn)
     torch.manual_seed(0)
-    model = export_dn(build_supernet(spec.family, num_classes=1000), spec).eval()
+    model = slice_dn(build_supernet(DN_SETS[spec.family], num_classes=1000), spec).eval()
     resolution = spec.info.eval_resolution
     # the runtimes as tools/select_dn.py runs them (ONNX Runtime: any batch, its threads not spinning)
     runners = {runtime: deploy(model, Settings(runtime, threads=threads), folder, str(spec), resolution).run
-               for runtime in RUNTIMES}
+               for runtime in ("eager", "torchscript", "onnxruntime")}
     twin = torchvision_twin(spec)
     if twin is not None:
         runners["torchvision"] = twin.eval()

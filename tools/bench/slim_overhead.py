@@ -16,7 +16,7 @@ import time
 import torch
 from torchvision.models import mobilenet_v3_large, resnet18
 
-from dspnet_d2 import build_supernet, export_dn, parse_dn
+from dspnet_d2 import DN_SETS, build_supernet, parse_dn, slice_dn
 
 CASES = {
     "mbv3_w0.5": lambda: mobilenet_v3_large(width_mult=0.5),
@@ -38,9 +38,9 @@ def _time_once(model, x, device) -> float:
 @torch.no_grad()
 def compare(dn: str, batch: int, iters: int, device: torch.device) -> dict:
     spec = parse_dn(dn)
-    supernet = build_supernet(spec.family).eval()
+    supernet = build_supernet(DN_SETS[spec.family]).eval()
     supernet.set_active(spec)
-    exported = export_dn(supernet, spec).eval()
+    exported = slice_dn(supernet, spec).eval()
     reference = CASES[dn]().eval()
     # torchvision's models carry a classifier; time the feature extractor of each alike
     if spec.family == "mbv3":

@@ -88,6 +88,7 @@ class PlainBYOL:
         import torch
         from torch import nn
 
+        from dspnet_d2.dn import parse_dn
         from dspnet_d2.families import build_static_dn
         from pretrain.engine.optim import LARS, lars_param_groups
 
@@ -97,7 +98,7 @@ class PlainBYOL:
         def mlp(i):
             return nn.Sequential(nn.Linear(i, 4096), nn.BatchNorm1d(4096), nn.ReLU(inplace=True), nn.Linear(4096, 256))
 
-        encoder = build_static_dn(BYOL)
+        encoder = build_static_dn(parse_dn(BYOL))
         with torch.no_grad():
             dim = encoder.eval()(torch.zeros(1, 3, 32, 32)).shape[1]
         self.online = nn.ModuleDict({"encoder": encoder.train(), "projector": mlp(dim), "predictor": mlp(256)})

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from ..dn import DNSpec, parse_dn
+from ..dn import DNSpec
 from .base import Supernet, init_like_torchvision
 from .ops import SlimBatchNorm2d, SlimConv2d, SlimLinear, make_divisible
 
@@ -131,15 +131,15 @@ class SlimInvertedResidual(nn.Module):
 
 
 class SlimMobileNetV3(Supernet):
-    """MobileNetV3-Large supernet; ``set_active("mbv3_w0.75")`` runs torchvision's width-0.75 network."""
+    """MobileNetV3-Large supernet; ``set_active(parse_dn("mbv3_w0.75"))`` runs torchvision's width-0.75 network."""
 
     family = "mbv3"
 
-    def __init__(self, max_dn: "DNSpec | str" = "mbv3_w1.0", num_classes: int | None = None,
+    def __init__(self, max_dn: DNSpec, num_classes: int | None = None,
                  dropout: float = 0.2, drop_path: float = 0.0):
         """``drop_path``: stochastic-depth rate of the last block, scaled linearly from 0 over the blocks
         as timm's MobileNetV3 does (``rate x block_index / blocks``)."""
-        super().__init__(parse_dn(max_dn), num_classes)
+        super().__init__(max_dn, num_classes)
         width = self.max_dn.width
         blocks = block_channels(width)
         last_in = blocks[-1].out_channels
