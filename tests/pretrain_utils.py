@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dspnet_d2.demo.data import make_demo_dataset
-from pretrain.config import load_cfg
+from pretrain.engine.config import load_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 ToolResult = namedtuple("ToolResult", "code out err")

@@ -6,7 +6,7 @@ import pytest
 from pretrain_utils import tiny_cfg, tiny_data
 
 from dspnet_d2.images import ImageFolderIO, class_selection, select_classes
-from pretrain.config import load_cfg
+from pretrain.engine.config import load_cfg
 from pretrain.engine.trainer import Trainer
 from pretrain.eval.__main__ import main as eval_main
 

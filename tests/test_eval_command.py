@@ -19,7 +19,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     data = tiny_data(root / "data")
     Trainer(tiny_cfg(data, root / "dspnet")).train()
-    Trainer(tiny_cfg(data, root / "byol", "MODEL.DNS", "mbv3_w0.5", "MODEL.NUM_SUBNETS", "1")).train()
+    Trainer(tiny_cfg(data, root / "byol", "MODEL.DNS", "mbv3_w0.5", "MODEL.METHOD", "byol")).train()
     return {"data": data, "dspnet": root / "dspnet" / "checkpoint_00000008.pth",
             "byol": root / "byol" / "export" / "mbv3_w0.5.pth"}
 

@@ -76,23 +76,24 @@ def _ddp_step_worker(rank, port, result_path):
 
     import torch.distributed as dist
 
-    from pretrain.method import DSPNet
+    from dspnet_d2.dn import DN_SETS
+    from pretrain.methods import DSPNet, StepContext
 
     torch.set_default_dtype(torch.float64)
     torch.set_num_threads(1)  # two processes on the machine's cores: no oversubscription
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.manual_seed(0)
-    method = DSPNet("mbv3_s3", 3, 32, 16).train()
+    method = DSPNet(DN_SETS["mbv3_s3"], 3, 32, 16).train()
     v1, v2 = torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)
     reference = copy.deepcopy(method)
-    subnets = list(method.dns)  # the largest last, as the sandwich rule draws them
-    reference.train_subnets(subnets, v1, v2, reference.target_projections(v1, v2))  # one process, whole batch
-    method.set_sync_bn(True)
+    _, subnets = reference.train_step((v1, v2), StepContext(0, 0, 10, reference.online))  # one process, whole batch
+    assert subnets == list(method.dns)  # n = 3 of 3 DNs: every DN, the largest last
+    method.configure_norms(sync=True)
     online = torch.nn.parallel.DistributedDataParallel(method.online, broadcast_buffers=False)
     half = slice(rank * 4, rank * 4 + 4)
-    # Trainer.train_step's own loop: no_sync for all but the largest, which carries the all-reduce
-    method.train_subnets(subnets, v1[half], v2[half], method.target_projections(v1[half], v2[half]), online)
+    # the engine's step: no_sync for all but the largest, which carries the all-reduce
+    method.train_step((v1[half], v2[half]), StepContext(0, 0, 10, online))
     worst = max((p.grad - q.grad).abs().max().item() for p, q in
                 zip(method.online.parameters(), reference.online.parameters()))
     if rank == 0:

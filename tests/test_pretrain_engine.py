@@ -7,14 +7,15 @@ import torchvision
 from pretrain_utils import tiny_cfg, tiny_data
 
 from dspnet_d2 import DN_SETS, build_static_dn, parse_dn
-from dspnet_d2.deploy.export import export_dn
 from dspnet_d2.images import ImageFolderIO
 from dspnet_d2.recalibration import recalibrate_on_images
+from dspnet_d2.slim.slicing import slice_dn
 from dspnet_d2.weights import read_weights
-from pretrain.config import load_cfg, validate_cfg
+from pretrain.engine.config import load_cfg
+from pretrain.engine.loop import check_world_size
 from pretrain.engine.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from pretrain.engine.trainer import NonFiniteLossError, Trainer
-from pretrain.method import DSPNet
+from pretrain.methods import DSPNet
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_full_run_warmup_sandwich_export_and_checkpoints(data_root, tmp_path):
     for dn in ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w1.0"]:
         saved = torch.load(tmp_path / "export" / f"{dn}.pth", weights_only=True)
         assert saved["dn"] == dn
-        build_static_dn(dn).load_state_dict(saved["state_dict"], strict=True)
+        build_static_dn(parse_dn(dn)).load_state_dict(saved["state_dict"], strict=True)
     for r in records:  # the collapse monitor of every sampled DN
         for dn in r["subnets"]:
             assert 0 < r[f"rep_std/{dn}"] <= 1 and 0 < r[f"proj_std/{dn}"] <= 1 and -1 <= r[f"view_cos/{dn}"] <= 1
@@ -81,8 +82,8 @@ def test_exported_dns_carry_their_own_recalibrated_bn_statistics(data_root, tmp_
         plain.load_state_dict(saved["state_dict"])
         # demo.yaml's EVAL_VIEW: 32 px crops; 8 batches of 128 cover the 64 training images
         assert saved["bn_recalibration"] == {"seed": 0, "images": 64, "resolution": 32}
-        shared = export_dn(trainer.method.online.encoder, dn).state_dict()  # the supernet's shared buffers
-        fresh = export_dn(trainer.method.online.encoder, dn)
+        shared = slice_dn(trainer.method.encoder, parse_dn(dn)).state_dict()  # the supernet's shared buffers
+        fresh = slice_dn(trainer.method.encoder, parse_dn(dn))
         recalibrate_on_images(fresh, images, resolution=32, batch_size=128, num_batches=8, seed=0, resize_ratio=1.0)
         for key, value in fresh.state_dict().items():
             assert torch.equal(saved["state_dict"][key], value), key
@@ -232,7 +233,7 @@ def test_unknown_key_and_world_size_checks():
         load_cfg("configs/pretrain/demo.yaml", ["SOLVER.EPOCHS"])
     cfg = load_cfg("configs/pretrain/demo.yaml", ["SOLVER.BATCH_SIZE", "64"])
     with pytest.raises(ValueError, match="multiple of the world size 3"):
-        validate_cfg(cfg, world_size=3)
+        check_world_size(cfg, 3)
 
 
 @pytest.mark.parametrize("recipe", ["dspnet_mbv3_imagenet", "dspnet_resnet_imagenet", "byol_mbv3_imagenet",
@@ -248,4 +249,4 @@ def test_recipes_load_with_paper_values(recipe):
         assert cfg.MODEL.NUM_SUBNETS == 4 and cfg.MODEL.FULL_ONLY_EPOCHS == 10 and cfg.MODEL.MOMENTUM_BN
         assert cfg.DATA.RESOLUTION == (224 if "mbv3" in recipe else 128)
     if recipe.startswith("byol"):
-        assert cfg.MODEL.NUM_SUBNETS == 1
+        assert cfg.MODEL.METHOD == "byol" and len(cfg.dns) == 1

@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from dspnet_d2 import DN_SETS, parse_dn
-from pretrain.method import DSPNet, byol_loss, collapse_stats, sample_subnets
+from pretrain.methods import DSPNet, StepContext, byol_loss, collapse_stats, sample_subnets
 from pretrain.monitor.probe import LinearProbes
 
 
 @pytest.fixture(scope="module")
 def method():
     torch.manual_seed(0)
-    return DSPNet("mbv3_s5", num_subnets=4, proj_hidden=64, proj_dim=16)
+    return DSPNet(DN_SETS["mbv3_s5"], num_subnets=4, proj_hidden=64, proj_dim=16)
 
 
 def test_byol_loss_values():
@@ -78,11 +78,11 @@ def test_target_is_full_network_copy_and_projector_is_slimmable(method):
     online = dict(method.online.named_parameters())
     for name, value in method.target.named_parameters():
         assert torch.equal(value, online[name])
-    method.online.encoder.set_active("mbv3_w0.5")
+    method.online.encoder.set_active(parse_dn("mbv3_w0.5"))
     x = torch.randn(4, 3, 32, 32)
     p1, p2 = method.online(x, x)
     assert p1.shape == p2.shape == (4, 16)
-    method.online.encoder.set_active("mbv3_w1.0")
+    method.online.encoder.set_active(parse_dn("mbv3_w1.0"))
 
 
 def test_ema_update(method):
@@ -97,8 +97,8 @@ def test_ema_update(method):
 
 
 def test_target_projections_always_use_the_full_network(method):
-    method.online.encoder.set_active("mbv3_w0.5")
-    method.target.encoder.set_active("mbv3_w0.5")  # even if someone slimmed it
+    method.online.encoder.set_active(parse_dn("mbv3_w0.5"))
+    method.target.encoder.set_active(parse_dn("mbv3_w0.5"))  # even if someone slimmed it
     x = torch.randn(4, 3, 32, 32)
     z1, z2 = method.target_projections(x, x)
     assert method.target.encoder.active == parse_dn("mbv3_w1.0")
@@ -153,7 +153,7 @@ def test_momentum_bn_two_steps_by_hand():
 
 def test_target_running_statistics_move_once_per_step():
     torch.manual_seed(0)
-    method = DSPNet("mbv3_s3", num_subnets=3, proj_hidden=32, proj_dim=16).train()
+    method = DSPNet(DN_SETS["mbv3_s3"], num_subnets=3, proj_hidden=32, proj_dim=16).train()
     first_bn = method.target.encoder.features[0][1]
     seen = []
     first_bn.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach()))
@@ -167,11 +167,12 @@ def test_target_running_statistics_move_once_per_step():
 
 
 def test_momentum_bn_target_skips_cross_rank_statistics():
-    method = DSPNet("mbv3_s3", num_subnets=3, proj_hidden=32, proj_dim=16)
     norms = lambda module: [m for m in module.modules() if hasattr(m, "sync")]  # noqa: E731
-    method.set_sync_bn(True, momentum_bn=True)
+    method = DSPNet(DN_SETS["mbv3_s3"], num_subnets=3, proj_hidden=32, proj_dim=16, momentum_bn=True)
+    method.configure_norms(sync=True)
     assert all(m.sync for m in norms(method.online)) and not any(m.sync for m in norms(method.target))
-    method.set_sync_bn(True, momentum_bn=False)
+    method = DSPNet(DN_SETS["mbv3_s3"], num_subnets=3, proj_hidden=32, proj_dim=16, momentum_bn=False)
+    method.configure_norms(sync=True)
     assert all(m.sync for m in norms(method.target))
 
 
@@ -198,19 +199,16 @@ def repeated_draw():
 
 
 def _step_with_a_repeated_draw():
-    """One step of mbv3_s3 with n = 4 ([w0.5, w0.75, w0.75, w1.0]) through ``train_subnets``, the linear
+    """One step of mbv3_s3 with n = 4 ([w0.5, w0.75, w0.75, w1.0]) through ``Method.train_step``, the linear
     probe observing, beside the reference on an identical copy and a copy that forwards each DN once.
 
     In float64: both ways add the same gradients in a different order, which float32 rounding would blur
     (about 1e-5 relative on some entries) beyond a tolerance that still tells a missing or doubled term."""
     torch.manual_seed(0)
-    method = DSPNet("mbv3_s3", num_subnets=4, proj_hidden=32, proj_dim=16).train().double()
-    subnets = method.sample(step=0, seed=0, full_only=False)
-    assert [str(dn) for dn in subnets] == ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w0.75", "mbv3_w1.0"]
+    method = DSPNet(DN_SETS["mbv3_s3"], num_subnets=4, proj_hidden=32, proj_dim=16).train().double()
     gen = torch.Generator().manual_seed(1)
     view1, view2 = (torch.randn(4, 3, 32, 32, generator=gen, dtype=torch.float64) for _ in range(2))
     labels = torch.tensor([0, 1, 2, 0])
-    projections = method.target_projections(view1, view2)
     reference, once = copy.deepcopy(method), copy.deepcopy(method)
     probes = LinearProbes({str(dn): method.online.encoder.channels(dn)["pooled"] for dn in method.dns}, 3, lr=0.1)
     forwards, observed = [], []
@@ -220,7 +218,10 @@ def _step_with_a_repeated_draw():
         observed.append(dn)
         probes.observe(dn, torch.cat([rep1, rep2]), torch.cat([labels, labels]))
 
-    rows = method.train_subnets(subnets, view1, view2, projections, observe=observe)
+    ctx = StepContext(step=0, epoch=0, total_steps=10, network=method.online, observe=observe)
+    rows, subnets = method.train_step((view1, view2), ctx)
+    assert [str(dn) for dn in subnets] == ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w0.75", "mbv3_w1.0"]
+    projections = reference.target_projections(view1, view2)  # the same as the step's: the same target, batch
     expected_rows = _train_every_draw(reference, subnets, view1, view2, projections)
     with torch.no_grad():
         for dn in dict.fromkeys(subnets):

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from pretrain.engine.optim import LARS, bn_stat_weight_at, lars_param_groups, lr_at, tau_at
+from pretrain.engine.optim import LARS, lars_param_groups, lr_at
+from pretrain.methods.byol import bn_stat_weight_at, tau_at
 
 
 def test_tau_schedule_values():

@@ -357,7 +357,7 @@ def test_every_flag_is_accepted_by_its_command():
 
 # the project's loader of each command's config: module, function, arguments after the file. The evaluation
 # loader insists on something to evaluate; any existing file will do for reading the keys
-PRETRAIN_CFG = ("pretrain.config", "load_cfg")
+PRETRAIN_CFG = ("pretrain.engine.config", "load_cfg")
 EVAL_CFG = ("pretrain.eval.config", "load_eval_cfg", ["PRETRAINED", __file__])
 SUPERVISED_CFG = ("pretrain.supervised.config", "load_supervised_cfg")
 PIPELINE_CFG = ("pretrain.pipeline.config", "load_pipeline_cfg", [])

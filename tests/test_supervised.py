@@ -9,7 +9,7 @@ from torchvision.models import mobilenet_v3_large
 
 from dspnet_d2 import DN_SETS, InvalidInputError, MissingFileError, build_supernet, dn_set, parse_dn, slice_dn
 from dspnet_d2.weights import PRETRAIN_FORMAT, save_dn_file
-from pretrain.method import sample_subnets
+from pretrain.methods import sample_subnets
 from pretrain.supervised.__main__ import main as supervised_main
 from pretrain.supervised.config import load_supervised_cfg
 from pretrain.supervised.method import distillation_loss, load_init, sandwich_order, train_subnets

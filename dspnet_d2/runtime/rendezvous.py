@@ -21,7 +21,7 @@ import uuid
 
 import torch.distributed as dist
 
-__all__ = ["init_process_group", "uses_agent_store", "round_store"]
+__all__ = ["init_process_group", "uses_agent_store", "round_store", "world_size", "is_main_process"]
 
 # how long the ranks of a round wait for each other in the store when the process group sets no timeout
 STORE_TIMEOUT = datetime.timedelta(minutes=30)
@@ -87,3 +87,12 @@ def _wait(deadline: float, poll_s: float, what: str) -> None:
     if time.monotonic() > deadline:
         raise RuntimeError(f"c10d: timed out waiting for {what} in torchrun's store")
     time.sleep(poll_s)
+
+
+def world_size() -> int:
+    """The process group's size, 1 outside one."""
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0

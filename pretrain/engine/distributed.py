@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 from dspnet_d2.errors import InvalidInputError
-from dspnet_d2.runtime.rendezvous import init_process_group
+from dspnet_d2.runtime.rendezvous import init_process_group, is_main_process, world_size
 
 __all__ = ["setup_distributed", "world_size", "is_main_process", "shutdown", "CollectiveError", "collective_errors"]
 
@@ -61,14 +61,6 @@ def collective_errors(rank: int, world: int, where, timeout_minutes: float | Non
         first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
         raise CollectiveError(f"rank {rank} of {world}: a collective failed at {where()} (timeout {limit}): another "
                               f"rank is dead or stuck, or the network failed ({first[:300]})") from err
-
-
-def world_size() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
-
-
-def is_main_process() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 def shutdown() -> None:

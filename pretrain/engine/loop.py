@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.weights import save_atomic
 
 from .checkpoint import (
@@ -29,8 +30,9 @@ from .checkpoint import (
 )
 from .distributed import CollectiveError, collective_errors, setup_distributed, shutdown
 from .preemption import EXIT_PREEMPTED, Preempted, StopProtocol
+from .recipe import recipe_dns
 
-__all__ = ["ResumableRun", "NonFiniteLossError", "setup_logging", "run_training", "per_dn_means"]
+__all__ = ["ResumableRun", "NonFiniteLossError", "setup_logging", "run_training", "per_dn_means", "check_world_size"]
 
 logger = logging.getLogger("pretrain")
 
@@ -54,6 +56,13 @@ def per_dn_means(subnets, rows: list[list[float]], names: tuple[str, ...]) -> di
         picked = [row for d, row in zip(subnets, rows) if d == dn]
         out.update({f"{name}/{dn}": sum(row[j] for row in picked) / len(picked) for j, name in enumerate(names)})
     return out
+
+
+def check_world_size(cfg, world_size: int) -> None:
+    """The global batch splits evenly over the ranks."""
+    if cfg.SOLVER.BATCH_SIZE % world_size:
+        raise InvalidInputError(f"SOLVER.BATCH_SIZE={cfg.SOLVER.BATCH_SIZE} must be a multiple of the world size "
+                                f"{world_size}")
 
 
 def run_training(cfg, make_trainer, what) -> int:
@@ -90,11 +99,12 @@ class ResumableRun:
     checkpoint_kind = ""  # what a wrong file is said not to be ("pretraining", "supervised")
     progress_desc = ""  # the progress bar's label
 
-    def setup_process(self, cfg, validate) -> None:
-        """Join the process group (under torchrun), pick the device, validate ``cfg`` for the world size."""
-        self.cfg = cfg
+    def setup_process(self, cfg) -> None:
+        """Join the process group (under torchrun), pick the device; the loaded recipe ``cfg`` (validated) and
+        its DN set (``self.dns``, parsed when it was loaded) must fit the world size."""
+        self.cfg, self.dns = cfg, recipe_dns(cfg)
         self.rank, self.world_size, self.device = setup_distributed(cfg.DEVICE, cfg.DIST.TIMEOUT_MINUTES)
-        validate(cfg, self.world_size)
+        check_world_size(cfg, self.world_size)
         self.is_main = self.rank == 0
 
     def setup_amp(self, cfg) -> None:

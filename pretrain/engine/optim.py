@@ -1,4 +1,4 @@
-"""LARS and the per-step schedules (lr, EMA tau, momentum-BN weight)."""
+"""LARS and the learning-rate schedule (a method's own schedules, e.g. BYOL's EMA tau, are in its file)."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ from torch import nn
 
 from dspnet_d2.errors import InvalidInputError
 
-__all__ = ["LARS", "lars_param_groups", "lr_at", "tau_at", "bn_stat_weight_at"]
+__all__ = ["LARS", "lars_param_groups", "lr_at"]
 
 
 class LARS(torch.optim.Optimizer):
@@ -82,13 +82,3 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> flo
     if step < warmup_steps:
         return peak_lr * (step + 1) / warmup_steps
     return peak_lr * _cosine(step - warmup_steps, total_steps - warmup_steps)
-
-
-def tau_at(step: int, total_steps: int, tau_base: float) -> float:
-    """BYOL's EMA momentum: ``1 - (1 - tau_base) (cos(pi k / K) + 1) / 2``, tau_base -> 1."""
-    return 1.0 - (1.0 - tau_base) * _cosine(step, total_steps)
-
-
-def bn_stat_weight_at(step: int, total_steps: int) -> float:
-    """Momentum-BN weight of the batch statistics: 1 -> 0 by cosine over training."""
-    return _cosine(step, total_steps)

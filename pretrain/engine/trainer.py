@@ -1,4 +1,6 @@
-"""The pretraining loop: one process per device, DDP when launched with torchrun, resumable."""
+"""The pretraining loop of any registered method: one process per device, DDP when launched with torchrun,
+resumable. The method (``MODEL.METHOD``, ``pretrain.methods``) trains its sub-networks each step; this
+trainer owns the data, LARS and its schedule, checkpoints, the monitor and each DN's export."""
 from __future__ import annotations
 
 import logging
@@ -7,34 +9,33 @@ import os
 import torch
 import torch.distributed as dist
 
-from dspnet_d2.slim.slicing import slice_dn
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.images import ImageFolderIO, class_selection
 from dspnet_d2.recalibration import recalibrate_on_images
 from dspnet_d2.runtime.workers import ShieldedLoader
+from dspnet_d2.slim.slicing import slice_dn
 from dspnet_d2.weights import describe, save_dn_file
 
-from ..config import parse_dns, validate_cfg
 from ..data.augment import BYOLViews, normalize_views
 from ..data.sampler import ResumableSampler
 from ..data.views import TwoViewDataset, collate_views
-from ..method import COLLAPSE_STATS, build_method
+from ..methods import StepContext, build_method, get_method
 from ..monitor.knn_monitor import KNNMonitor, plot_monitor_curves
 from ..monitor.probe import LinearProbes
 from .checkpoint import FORMAT
 from .loop import NonFiniteLossError, ResumableRun, per_dn_means, run_training
 from .metrics import build_metric_writer
-from .optim import LARS, bn_stat_weight_at, lars_param_groups, lr_at, tau_at
+from .optim import LARS, lars_param_groups, lr_at
 
 __all__ = ["Trainer", "NonFiniteLossError", "run_signature", "main"]
 
 logger = logging.getLogger("pretrain")
 
 
-def run_signature(cfg) -> dict:
-    """What a checkpoint must share with a run to be resumed by it."""
-    return {"recipe": cfg.RECIPE, "dns": [str(d) for d in parse_dns(cfg.MODEL.DNS)], "num_subnets": cfg.MODEL.NUM_SUBNETS,
-            "proj": [cfg.MODEL.PROJ_HIDDEN, cfg.MODEL.PROJ_DIM], "batch_size": cfg.SOLVER.BATCH_SIZE,
+def run_signature(cfg, dns) -> dict:
+    """What a checkpoint must share with a run to be resumed by it: the engine's part and the method's."""
+    return {"recipe": cfg.RECIPE, "method": cfg.MODEL.METHOD, "dns": [str(d) for d in dns],
+            **get_method(cfg.MODEL.METHOD).signature(cfg), "batch_size": cfg.SOLVER.BATCH_SIZE,
             "epochs": cfg.SOLVER.EPOCHS, "resolution": cfg.DATA.RESOLUTION}
 
 
@@ -42,18 +43,18 @@ class Trainer(ResumableRun):
     checkpoint_format, checkpoint_kind, progress_desc = FORMAT, "pretraining", "pretrain"
 
     def __init__(self, cfg):
-        self.setup_process(cfg, validate_cfg)
-        self.method = build_method(cfg).to(self.device)
-        self.method.set_sync_bn(cfg.MODEL.SYNC_BN and self.world_size > 1, cfg.MODEL.MOMENTUM_BN)
+        self.setup_process(cfg)
+        self.method = build_method(cfg, self.dns).to(self.device)
+        self.method.configure_norms(sync=cfg.MODEL.SYNC_BN and self.world_size > 1)
         self.channels_last = cfg.CHANNELS_LAST
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
-        self.online = self.method.online
+        self.network = self.method.trained  # what each step's forward runs: the method's network or its DDP
         if self.world_size > 1:
-            self.online = torch.nn.parallel.DistributedDataParallel(
-                self.method.online, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            self.network = torch.nn.parallel.DistributedDataParallel(
+                self.method.trained, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=False, broadcast_buffers=False)
-        self.optimizer = LARS(lars_param_groups([self.method.online], cfg.SOLVER.WEIGHT_DECAY), lr=0.0,
+        self.optimizer = LARS(lars_param_groups(self.method.optimizer_modules(), cfg.SOLVER.WEIGHT_DECAY), lr=0.0,
                               momentum=cfg.SOLVER.MOMENTUM, weight_decay=cfg.SOLVER.WEIGHT_DECAY,
                               eta=cfg.SOLVER.LARS_ETA)
         self.setup_amp(cfg)
@@ -89,53 +90,47 @@ class Trainer(ResumableRun):
         if len(self.images.classes) < 2:
             raise InvalidInputError(f"MONITOR.LINEAR_PROBE needs class folders to learn from; {self.images.root} "
                                     f"has {len(self.images.classes)}")
-        encoder = self.method.online.encoder
+        encoder = self.method.encoder
         dims = {str(dn): encoder.channels(dn)["pooled"] for dn in self.method.dns}
         return LinearProbes(dims, len(self.images.classes), cfg.MONITOR.LINEAR_PROBE_LR, seed=cfg.SEED).to(self.device)
 
     # -- checkpoints (ResumableRun) --------------------------------------------------------------
     def signature(self) -> dict:
-        return run_signature(self.cfg)
+        return run_signature(self.cfg, self.dns)
 
     def model_state(self) -> dict:
         probe = {"linear_probe": self.probes.checkpoint_state()} if self.probes is not None else {}
-        return {"online": self.method.online.state_dict(), "target": self.method.target.state_dict(), **probe}
+        return {**self.method.checkpoint_state(), **probe}
 
     def weights_description(self) -> dict:
-        return describe(self.method.dns, "online", "encoder.")  # the online network's encoder: every DN's weights
+        return describe(self.method.dns, *self.method.encoder_location)  # the encoder: every DN's weights
 
     def load_model_state(self, state: dict) -> None:
-        self.method.online.load_state_dict(state["online"])
-        self.method.target.load_state_dict(state["target"])
+        self.method.load_checkpoint_state(state)
         if self.probes is not None and "linear_probe" in state:  # else the probe starts now, from scratch
             self.probes.load_checkpoint_state(state["linear_probe"])
 
     # -- one step ----------------------------------------------------------------------------------
     def train_step(self, view1: torch.Tensor, view2: torch.Tensor, labels: torch.Tensor | None = None
                    ) -> dict[str, float]:
-        cfg, step = self.cfg, self.step
-        epoch = step // self.steps_per_epoch
+        step = self.step
         lr = lr_at(step, self.total_steps, self.warmup_steps, self.peak_lr)
         self.set_lr(lr)
-        self.method.set_target_bn_weight(bn_stat_weight_at(step, self.total_steps) if cfg.MODEL.MOMENTUM_BN else None)
-        with self.autocast():
-            projections = self.method.target_projections(view1, view2)  # once per step
-        subnets = self.method.sample(step, cfg.SEED, full_only=epoch < cfg.MODEL.FULL_ONLY_EPOCHS)
         observe = None
         if self.probes is not None:
             both = torch.cat([labels, labels])
             observe = lambda dn, rep1, rep2: self.probes.observe(dn, torch.cat([rep1, rep2]), both)  # noqa: E731
-        stacked = self.method.train_subnets(subnets, view1, view2, projections, self.online,
-                                            backward=lambda loss: self.scaler.scale(loss).backward(),
-                                            autocast=self.autocast, observe=observe)
+        ctx = StepContext(step, step // self.steps_per_epoch, self.total_steps, self.network,
+                          backward=lambda loss: self.scaler.scale(loss).backward(), autocast=self.autocast,
+                          observe=observe, record={"lr": lr})
+        stacked, subnets = self.method.train_step((view1, view2), ctx)
         rows = self.apply_gradients(stacked, subnets)
         if self.probes is not None:
             self.probes.step(self.world_size)
-        tau = tau_at(step, self.total_steps, cfg.MODEL.TAU_BASE)
-        self.method.update_target(tau)
+        self.method.after_step(ctx)
         self.step += 1
-        return {"lr": lr, "tau": tau, "loss": sum(row[0] for row in rows), "subnets": [str(dn) for dn in subnets],
-                **per_dn_means(subnets, rows, ("loss",) + COLLAPSE_STATS)}
+        return {**ctx.record, "loss": sum(row[0] for row in rows), "subnets": [str(dn) for dn in subnets],
+                **per_dn_means(subnets, rows, self.method.row_names)}
 
     # -- the loop's hooks (ResumableRun.train) ---------------------------------------------------
     def run_batch(self, batch) -> tuple[dict, int]:
@@ -166,7 +161,7 @@ class Trainer(ResumableRun):
     def monitor_knn(self) -> None:
         """The kNN monitor of every DN (main process; the others wait), into the metrics and a plot."""
         if self.monitor is not None:
-            record = self.monitor(self.method.online.encoder, self.method.dns)
+            record = self.monitor(self.method.encoder, self.method.dns)
             self.metrics.write(self.step, record)
             logger.info("kNN monitor at step %d: %s", self.step,
                         ", ".join(f"{k[4:]} {v:.1f}" for k, v in record.items()))
@@ -180,13 +175,13 @@ class Trainer(ResumableRun):
             plot_monitor_curves(self.metrics.path, os.path.join(self.cfg.OUTPUT_DIR, "knn_monitor.png"))
 
     def export(self) -> dict[str, str]:
-        """Write each DN's weights (slice_dn of the online encoder) to OUTPUT_DIR/export/<dn>.pth, with
+        """Write each DN's weights (``slice_dn`` of the method's encoder) to OUTPUT_DIR/export/<dn>.pth, with
         BN statistics recalibrated for that DN (``EXPORT_RECALIBRATION_BATCHES``; recorded in the file)."""
         paths = {}
         if self.is_main:
             folder = os.path.join(self.cfg.OUTPUT_DIR, "export")
             os.makedirs(folder, exist_ok=True)
-            encoder = self.method.online.encoder
+            encoder = self.method.encoder
             for dn in self.method.dns:
                 model = slice_dn(encoder, dn).to(self.device)
                 recalibration = None

@@ -7,7 +7,7 @@ from fvcore.common.config import CfgNode as CN
 
 from dspnet_d2.errors import InvalidInputError, MissingFileError
 
-from ..config import check_crop_scale, merge_cfg
+from ..engine.recipe import check_crop_scale, merge_cfg
 
 PROTOCOLS = ("knn", "linear", "semisup_finetune", "semisup_linear")
 

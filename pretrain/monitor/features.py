@@ -8,9 +8,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from dspnet_d2.runtime.rendezvous import is_main_process, world_size
 from dspnet_d2.runtime.workers import ShieldedLoader
-
-from ..engine.distributed import is_main_process, world_size
 
 __all__ = ["make_loader", "extract_features", "topk_accuracy", "evaluate_classifier"]
 

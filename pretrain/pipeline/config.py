@@ -7,7 +7,7 @@ from fvcore.common.config import CfgNode as CN
 
 from dspnet_d2.errors import InvalidInputError, MissingFileError
 
-from ..config import merge_cfg
+from ..engine.recipe import merge_cfg
 
 __all__ = ["load_pipeline_cfg", "STAGES", "SERIES", "INITS", "CHEAP_STAGES", "STATE_FILE"]
 

@@ -11,9 +11,10 @@ import time
 from dspnet_d2.dn import largest_dn, parse_dn, smallest_dn
 from dspnet_d2.errors import ExistingFileError, InvalidInputError, MissingFileError, UserError
 
-from ..config import load_cfg, merge_cfg, parse_dns
 from ..engine.checkpoint import latest_checkpoint
+from ..engine.config import load_cfg
 from ..engine.preemption import EXIT_PREEMPTED, FORWARDED_SIGNALS, ForwardedChild, StopSignals
+from ..engine.recipe import merge_cfg, recipe_dns
 from ..eval.config import get_eval_cfg
 from .config import CHEAP_STAGES, SERIES, STAGES, STATE_FILE
 from .report import print_summary, write_report
@@ -43,7 +44,7 @@ class Pipeline:
         # the pretraining recipe decides the DNs; loading it here also checks its keys before anything runs
         self.pretrain_cfg = load_cfg(cfg.PRETRAIN.CONFIG_FILE, strings(cfg.PRETRAIN.OPTS))
         merge_cfg(get_eval_cfg(), cfg.KNN.CONFIG_FILE, strings(cfg.KNN.OPTS), "pretrain/eval/config.py")
-        self.dns = parse_dns(self.pretrain_cfg.MODEL.DNS)
+        self.dns = recipe_dns(self.pretrain_cfg)
         self.detection_dns = self._detection_dns()
         self.paths = {"pretrain": os.path.join(self.out, "pretrain"), "knn": os.path.join(self.out, "knn"),
                       "pkl": os.path.join(self.out, "dspnet_supernet.pkl"), "ap_table": os.path.join(self.out, "ap"),

@@ -11,7 +11,7 @@ import sys
 
 from dspnet_d2.errors import MissingFileError, cli_main
 
-from ..config import parse_recipe_args
+from ..engine.recipe import parse_recipe_args
 from ..engine.loop import run_training
 from .config import load_supervised_cfg
 from .trainer import SupervisedTrainer

@@ -10,7 +10,9 @@ from fvcore.common.config import CfgNode as CN
 from dspnet_d2.errors import InvalidInputError
 from dspnet_d2.families import get_family
 
-from ..config import add_run_config, check_crop_scale, load_recipe, parse_dns, validate_run_cfg
+from dspnet_d2.dn import DNSpec
+
+from ..engine.recipe import add_run_config, check_crop_scale, load_recipe, validate_run_cfg
 
 _C = CN()
 _C.RECIPE = ""  # recipe name, set from the config file's name; part of the checkpoint signature
@@ -82,7 +84,7 @@ _C.EXPORT = True  # after training, OUTPUT_DIR/export/<dn>.pth: each DN with its
 _C.OUTPUT_DIR = "output/supervised"
 _C.SEED = 0
 _C.DEVICE = "auto"
-add_run_config(_C)  # CHECKPOINT.SIGNALS, DIST.TIMEOUT_MINUTES, LOGGER.*: see pretrain/config.py
+add_run_config(_C)  # CHECKPOINT.SIGNALS, DIST.TIMEOUT_MINUTES, LOGGER.*: see pretrain/engine/recipe.py
 
 
 # config key -> the supernet constructor's argument (a family supports those its descriptor lists)
@@ -102,8 +104,7 @@ def load_supervised_cfg(config_file: str | None = None, opts: list[str] | None =
     return load_recipe(get_cfg(), config_file, opts, "pretrain/supervised/config.py", validate_supervised_cfg)
 
 
-def validate_supervised_cfg(cfg: CN, world_size: int = 1) -> None:
-    dns = parse_dns(cfg.MODEL.DNS)
+def validate_supervised_cfg(cfg: CN, dns: tuple[DNSpec, ...]) -> None:
     n = cfg.MODEL.NUM_SUBNETS
     if n < 1 or (n >= 2 and len(dns) < 2) or (n > 2 and len(dns) < 3):
         raise InvalidInputError(f"MODEL.NUM_SUBNETS={n} does not fit the DN set {cfg.MODEL.DNS} ({len(dns)} DNs): "
@@ -116,9 +117,8 @@ def validate_supervised_cfg(cfg: CN, world_size: int = 1) -> None:
     if cfg.SOLVER.OPTIMIZER not in ("rmsprop", "sgd") or cfg.SOLVER.SCHEDULE not in ("step", "cosine"):
         raise InvalidInputError(f"SOLVER.OPTIMIZER must be rmsprop or sgd and SOLVER.SCHEDULE step or cosine, got "
                                 f"{cfg.SOLVER.OPTIMIZER} / {cfg.SOLVER.SCHEDULE}")
-    if cfg.SOLVER.BATCH_SIZE < 1 or cfg.SOLVER.BATCH_SIZE % world_size:
-        raise InvalidInputError(f"SOLVER.BATCH_SIZE={cfg.SOLVER.BATCH_SIZE} must be a positive multiple of the "
-                                f"world size {world_size}")
+    if cfg.SOLVER.BATCH_SIZE < 1:
+        raise InvalidInputError(f"SOLVER.BATCH_SIZE={cfg.SOLVER.BATCH_SIZE} must be >= 1")
     if cfg.SOLVER.EPOCHS < 1 or cfg.SOLVER.WARMUP_EPOCHS < 0 or cfg.SOLVER.DECAY_EPOCHS <= 0:
         raise InvalidInputError("SOLVER.EPOCHS must be >= 1, WARMUP_EPOCHS >= 0 and DECAY_EPOCHS > 0")
     if not 0 <= cfg.MODEL.EMA_DECAY < 1 or not 0 <= cfg.MODEL.LABEL_SMOOTHING < 1:

@@ -13,7 +13,7 @@ from dspnet_d2.families import get_family
 from dspnet_d2.slim import Supernet
 from dspnet_d2.weights import DN_FORMAT, PRETRAIN_FORMAT, read_weights, slice_for_dn
 
-from ..method import sample_subnets
+from ..methods.dspnet import sample_subnets
 
 __all__ = ["sandwich_order", "distillation_loss", "train_subnets", "load_init", "INIT_SERIES"]
 

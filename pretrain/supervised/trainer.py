@@ -18,13 +18,12 @@ from dspnet_d2.slim.ops import configure_norms
 from dspnet_d2.runtime.workers import ShieldedLoader
 from dspnet_d2.weights import SUPERVISED_FORMAT, describe, save_dn_file, static_dn
 
-from ..config import parse_dns
 from ..data.sampler import ResumableSampler
 from ..engine.loop import ResumableRun, per_dn_means
 from ..engine.metrics import build_metric_writer
 from ..monitor.features import evaluate_classifier, make_loader
 from ..monitor.report import write_report
-from .config import regularizers, validate_supervised_cfg
+from .config import regularizers
 from .data import supervised_transform
 from .method import load_init, sandwich_order, train_subnets
 from .optim import build_optimizer, supervised_lr_at
@@ -32,9 +31,9 @@ from .optim import build_optimizer, supervised_lr_at
 logger = logging.getLogger("pretrain.supervised")
 
 
-def run_signature(cfg) -> dict:
+def run_signature(cfg, dns) -> dict:
     """What a checkpoint must share with a run to be resumed by it."""
-    return {"recipe": cfg.RECIPE, "dns": [str(d) for d in parse_dns(cfg.MODEL.DNS)], "init": cfg.INIT,
+    return {"recipe": cfg.RECIPE, "dns": [str(d) for d in dns], "init": cfg.INIT,
             "num_subnets": cfg.MODEL.NUM_SUBNETS, "batch_size": cfg.SOLVER.BATCH_SIZE, "epochs": cfg.SOLVER.EPOCHS,
             "resolution": cfg.DATA.RESOLUTION}
 
@@ -55,8 +54,7 @@ class SupervisedTrainer(ResumableRun):
     checkpoint_format, checkpoint_kind, progress_desc = SUPERVISED_FORMAT, "supervised", "supervised"
 
     def __init__(self, cfg):
-        self.setup_process(cfg, validate_supervised_cfg)
-        self.dns = parse_dns(cfg.MODEL.DNS)
+        self.setup_process(cfg)
         full = largest_dn(self.dns)
         self.train_images = ImageFolderIO(os.path.join(cfg.DATA.ROOT, cfg.DATA.TRAIN_SPLIT))
         self.val_images = ImageFolderIO(os.path.join(cfg.DATA.ROOT, cfg.DATA.VAL_SPLIT))
@@ -94,7 +92,7 @@ class SupervisedTrainer(ResumableRun):
 
     # -- checkpoints (ResumableRun) --------------------------------------------------------------
     def signature(self) -> dict:
-        return run_signature(self.cfg)
+        return run_signature(self.cfg, self.dns)
 
     def model_state(self) -> dict:
         return {"series": self.series, "model": self.model.state_dict(),

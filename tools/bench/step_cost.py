@@ -63,7 +63,7 @@ def build_trainer(dns: str, n: int, args, out: str, momentum_bn: bool = True):
     import torch
 
     from dspnet_d2.demo.data import make_demo_dataset
-    from pretrain.config import load_cfg
+    from pretrain.engine.config import load_cfg
     from pretrain.engine.trainer import Trainer
 
     data = make_demo_dataset(os.path.join(tempfile.gettempdir(), "dspnet_bench_data"), train_per_class=8,
@@ -76,7 +76,7 @@ def build_trainer(dns: str, n: int, args, out: str, momentum_bn: bool = True):
     trainer = Trainer(cfg)
     trainer.step = trainer.steps_per_epoch * 20  # past warm-up: the sandwich rule is on
     if args.compile:
-        trainer.online = torch.compile(trainer.online, dynamic=False)
+        trainer.network = torch.compile(trainer.network, dynamic=False)
     return trainer
 
 
@@ -113,7 +113,7 @@ class PlainBYOL:
     def train_step(self, view1, view2):
         import torch
 
-        from pretrain.method import byol_loss
+        from pretrain.methods import byol_loss
 
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             with torch.no_grad():
@@ -271,10 +271,10 @@ def report(args) -> None:
 def _sampled_for_flops(dns: str, n: int, draws: int = 200) -> tuple[list[list[str]], str]:
     """The sub-networks the sandwich draws over ``draws`` steps (as the trainer draws them) and the full DN."""
     from dspnet_d2.dn import largest_dn
-    from pretrain.config import parse_dns
-    from pretrain.method import sample_subnets
+    from dspnet_d2.dn import dn_set
+    from pretrain.methods import sample_subnets
 
-    spec = parse_dns(dns)
+    spec = dn_set(dns)
     return [[str(d) for d in sample_subnets(spec, n, step, 0, False)] for step in range(draws)], str(largest_dn(spec))
 
 

@@ -1,32 +1,31 @@
-"""The pretraining config: a yacs/fvcore CfgNode with every key commented (paper defaults)."""
+"""The pretraining config: a yacs/fvcore CfgNode with every key commented (paper defaults).
+
+The engine's keys are here; each registered method adds its own (``Method.add_config``, e.g. BYOL's
+``MODEL.TAU_BASE`` in ``pretrain/methods/byol.py``), so a method's keys live in its file.
+"""
 from __future__ import annotations
 
-import argparse
-import os
-
-import yaml
 from fvcore.common.config import CfgNode as CN
 
-from dspnet_d2.dn import DNSpec, dn_set, largest_dn, smallest_dn
-from dspnet_d2.errors import InvalidInputError, MissingFileError
+from dspnet_d2.dn import DNSpec
+from dspnet_d2.errors import InvalidInputError
 
-from .data.augment import AUGMENT_BACKENDS
-from .engine.preemption import parse_signals
+from ..data.augment import AUGMENT_BACKENDS
+from ..methods import METHODS, get_method
+from .recipe import add_run_config, check_crop_scale, load_recipe, validate_run_cfg
+
+__all__ = ["get_cfg", "load_cfg", "validate_cfg", "KEYS_DOC"]
+
+KEYS_DOC = "pretrain/engine/config.py and the method's file in pretrain/methods/"
 
 _C = CN()
 _C.RECIPE = ""  # recipe name, set from the config file's name; part of the checkpoint signature
 
 _C.MODEL = CN()
+_C.MODEL.METHOD = "dspnet"  # the pretraining method (pretrain/methods/): "dspnet", "byol", or one registered
 _C.MODEL.DNS = "mbv3_s5"  # DN set name (mbv3_s3/s5/s11, resnet_s9), one DN (BYOL baseline) or "dn1,dn2,..."
-_C.MODEL.NUM_SUBNETS = 4  # n: sub-networks per step (sandwich rule: smallest + largest + n-2 random); 1 = BYOL
-_C.MODEL.FULL_ONLY_EPOCHS = 10  # first epochs train the full network only
-_C.MODEL.PROJ_HIDDEN = 4096  # projector / predictor hidden width (Linear-BN-ReLU-Linear)
-_C.MODEL.PROJ_DIM = 256  # projection / prediction output width
-_C.MODEL.TAU_BASE = 0.996  # EMA momentum tau at step 0, raised to 1 by cosine over training
-# target BN mixes batch and running statistics (Momentum^2 Teacher), batch weight 1 -> 0 by cosine; the
-# target then skips SYNC_BN's cross-rank statistics, as that method does
-_C.MODEL.MOMENTUM_BN = True
-_C.MODEL.SYNC_BN = True  # batch statistics over all ranks (online encoder, projector, predictor, target)
+_C.MODEL.SYNC_BN = True  # batch statistics over all ranks (the method's networks; see each method's keys)
+# the method's own keys (MODEL.NUM_SUBNETS, MODEL.TAU_BASE, ...) are added by the registered methods: get_cfg
 
 _C.DATA = CN()
 _C.DATA.ROOT = "datasets/imagenet"  # ImageFolder root (iopath path) holding <SPLIT>/<class>/<image>
@@ -96,51 +95,14 @@ _C.SEED = 0  # seeds init, data order, augmentations and sub-network sampling
 _C.DEVICE = "auto"  # "auto" (cuda when present), "cuda" or "cpu"
 
 
-def add_run_config(cfg: CN) -> CN:
-    """The keys every trainer shares for running on a cluster: stop signals, hang timeout, W&B mirror."""
-    # signals that stop the run after the current step with its checkpoint and exit status 75 (a scheduler
-    # requeues on it; the same command resumes); () leaves every signal's default action
-    cfg.CHECKPOINT.SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1")
-    cfg.DIST = CN()
-    # minutes a collective may wait for the other ranks (and rank 0 alone may work: kNN monitor, checkpoint
-    # write) before the run ends naming the rank and the step; torchrun --max-restarts then resumes
-    cfg.DIST.TIMEOUT_MINUTES = 10.0
-    cfg.LOGGER = CN()  # metrics always go to OUTPUT_DIR/metrics.jsonl and TensorBoard (tb/)
-    cfg.LOGGER.WANDB = False  # also to Weights & Biases (pip install "dspnet[wandb]"); rank 0 only
-    cfg.LOGGER.WANDB_PROJECT = "dspnet"  # W&B project
-    cfg.LOGGER.WANDB_NAME = ""  # W&B run name; "": the recipe name (RECIPE)
-    cfg.LOGGER.WANDB_OFFLINE = False  # write the W&B run under OUTPUT_DIR/wandb only (wandb sync uploads it later)
-    return cfg
-
-
 add_run_config(_C)
 
 
 def get_cfg() -> CN:
-    return _C.clone()
-
-
-def merge_cfg(cfg: CN, config_file: str | None, opts: list[str] | None, keys_doc: str) -> CN:
-    """Merge a YAML file (``_BASE_`` allowed) and ``KEY VALUE`` overrides; unknown keys are ValueErrors."""
-    if opts and len(opts) % 2:
-        raise InvalidInputError(f"overrides come as KEY VALUE pairs, got an odd list: {opts}")
-    try:  # yacs reports unknown keys as KeyError (files) or AssertionError (lists), bad values as ValueError
-        if config_file:
-            cfg.merge_from_file(config_file)
-        if opts:
-            cfg.merge_from_list(list(opts))
-    except (KeyError, AssertionError, ValueError, yaml.YAMLError) as err:  # also a mistyped value, bad YAML
-        raise InvalidInputError(f"bad config key or value ({err}); see {keys_doc} for the valid keys") from None
-    return cfg
-
-
-def load_recipe(defaults: CN, config_file: str | None, opts: list[str] | None, keys_doc: str, validate) -> CN:
-    """``defaults`` merged with ``config_file`` and overrides, RECIPE named after the file, validated, frozen."""
-    cfg = merge_cfg(defaults, config_file, opts, keys_doc)
-    if config_file and not cfg.RECIPE:
-        cfg.RECIPE = os.path.splitext(os.path.basename(config_file))[0]
-    validate(cfg)
-    cfg.freeze()
+    """The defaults: the engine's keys and those of every registered method."""
+    cfg = _C.clone()
+    for method in METHODS.values():
+        method.add_config(cfg)
     return cfg
 
 
@@ -149,39 +111,15 @@ def load_cfg(config_file: str | None = None, opts: list[str] | None = None) -> C
 
     Unknown keys are errors; the result is validated and frozen.
     """
-    return load_recipe(get_cfg(), config_file, opts, "pretrain/config.py", validate_cfg)
+    return load_recipe(get_cfg(), config_file, opts, KEYS_DOC, validate_cfg)
 
 
-def parse_recipe_args(argv, prog: str, doc: str, folder: str, example: str) -> argparse.Namespace:
-    """``--config-file FILE [KEY VALUE ...]``, the file checked to exist (else the loader fails with a bare
-    FileNotFoundError)."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, help=f"a recipe under {folder}")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help=f"KEY VALUE overrides, e.g. {example}")
-    args = parser.parse_args(argv)
-    if not os.path.isfile(args.config_file):
-        raise MissingFileError(f"config file {args.config_file!r} does not exist")
-    return args
-
-
-def validate_cfg(cfg: CN, world_size: int = 1) -> None:
-    """Fail early, with a clear message, on values that would break the run later."""
-    dns = parse_dns(cfg.MODEL.DNS)
-    n = cfg.MODEL.NUM_SUBNETS
-    if n < 1:
-        raise InvalidInputError(f"MODEL.NUM_SUBNETS={n} must be >= 1")
-    if n >= 2 and len(dns) < 2:
-        raise InvalidInputError(f"MODEL.NUM_SUBNETS={n} must be 1 for the single DN {cfg.MODEL.DNS} (BYOL)")
-    if n > 2 and len(dns) < 3:  # n > |DNs| repeats the middle draws, which needs a middle DN
-        raise InvalidInputError(f"MODEL.NUM_SUBNETS={n} needs a DN between the smallest and the largest of "
-                                f"{cfg.MODEL.DNS}; use 1 or 2")
-    if largest_dn(dns) not in dns:
-        raise InvalidInputError(f"DN set {cfg.MODEL.DNS} has no largest member; the sandwich rule needs one")
-    if n >= 2:
-        smallest_dn(dns)  # raises if the set has no smallest member
-    if cfg.SOLVER.BATCH_SIZE < 1 or cfg.SOLVER.BATCH_SIZE % world_size:
-        raise InvalidInputError(f"SOLVER.BATCH_SIZE={cfg.SOLVER.BATCH_SIZE} must be a positive multiple of the "
-                                f"world size {world_size}")
+def validate_cfg(cfg: CN, dns: tuple[DNSpec, ...]) -> None:
+    """Fail early, with a clear message, on values that would break the run later (``dns``: ``MODEL.DNS``
+    parsed); the world size is checked where it is known (``ResumableRun.setup_process``)."""
+    get_method(cfg.MODEL.METHOD).validate(cfg, dns)
+    if cfg.SOLVER.BATCH_SIZE < 1:
+        raise InvalidInputError(f"SOLVER.BATCH_SIZE={cfg.SOLVER.BATCH_SIZE} must be >= 1")
     if cfg.SOLVER.EPOCHS < 1:
         raise InvalidInputError("SOLVER.EPOCHS must be >= 1")
     if cfg.AMP.DTYPE not in ("bfloat16", "float16"):
@@ -211,26 +149,3 @@ def validate_cfg(cfg: CN, world_size: int = 1) -> None:
     if not cfg.MONITOR.LINEAR_PROBE_LR > 0:
         raise InvalidInputError(f"MONITOR.LINEAR_PROBE_LR must be > 0, got {cfg.MONITOR.LINEAR_PROBE_LR}")
     validate_run_cfg(cfg)
-
-
-def validate_run_cfg(cfg: CN) -> None:
-    """The keys of ``add_run_config``."""
-    parse_signals(cfg.CHECKPOINT.SIGNALS)
-    if not cfg.DIST.TIMEOUT_MINUTES > 0:
-        raise InvalidInputError(f"DIST.TIMEOUT_MINUTES must be > 0, got {cfg.DIST.TIMEOUT_MINUTES}")
-    if cfg.LOGGER.WANDB:
-        from .engine.wandb_logger import import_wandb
-
-        import_wandb()  # on every rank, before anything runs: a missing package is one error line
-
-
-def check_crop_scale(scale) -> None:
-    """``DATA.CROP_SCALE`` (pretraining and eval configs): a RandomResizedCrop area range."""
-    low, high = scale
-    if not 0 < low <= high <= 1:
-        raise InvalidInputError(f"DATA.CROP_SCALE must satisfy 0 < low <= high <= 1, got {tuple(scale)}")
-
-
-def parse_dns(text: str) -> tuple[DNSpec, ...]:
-    """``MODEL.DNS`` (a set name, one DN, or a comma-separated list of DNs) as the sorted tuple of its DNs."""
-    return dn_set([part.strip() for part in text.split(",")] if "," in text else text)
