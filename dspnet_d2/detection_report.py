@@ -17,6 +17,7 @@ import sys
 import yaml
 
 from .complexity import dn_complexity
+from .dn import parse_dn
 from .errors import cli_main
 
 __all__ = ["detection_report", "read_run", "collect", "write", "METRICS", "COLUMNS"]
@@ -72,7 +73,7 @@ def collect(runs: list[str]) -> tuple[list[dict], list[str]]:
         if dn is None or metrics is None or any(f"{t}/{n}" not in metrics for t, n in METRICS):
             missing.append(f"{path} ({'no config' if dn is None else 'no final COCO metrics'})")
             continue
-        size = dn_complexity(dn)
+        size = dn_complexity(parse_dn(dn))  # the run's config value, read here
         rows.append({"series": series, "dn": dn, "params": size["params"], "flops": size["flops"], "run": path,
                      "no_detections": metrics.get("no_detections", False),
                      **{f"{t}/{n}": metrics[f"{t}/{n}"] for t, n in METRICS}})
