@@ -16,16 +16,16 @@ from dspnet_d2.families import build_static_dn
 from dspnet_d2.images import ImageFolderIO, LabelledImages, SeededLabelledImages, class_selection, eval_transform
 from dspnet_d2.recalibration import recalibrate_on_images
 from dspnet_d2.runtime.stopping import DEFAULT_STOP_SIGNALS, StopProtocol
-from dspnet_d2.weights import read_weights
 from dspnet_d2.runtime.workers import ShieldedLoader
+from dspnet_d2.weights import read_weights
 
 from ..data.sampler import ResumableSampler
 from ..engine.distributed import setup_distributed
 from ..monitor.features import extract_features, make_loader, topk_accuracy
 from ..monitor.knn import knn_scores
-from ..monitor.report import write_report
 from .classifier import Classifier, train_classifier
 from .data import train_transform
+from .report import write_report
 from .subsets import draw_balanced, read_list_file, write_list_file
 from .weights import read_initial_weights
 

@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         raise InvalidInputError(f"KEY VALUE pairs expected after the options, got {args.opts}")
     slurm = dict(nodes=args.nodes, gpus_per_node=args.gpus_per_node, hours=args.time, partition=args.partition,
                  local=args.local) if args.slurm else None
-    return run_sweep(checkpoint=args.checkpoint, dns=dn_set(args.dns.split(",") if "," in args.dns else args.dns),
+    return run_sweep(checkpoint=args.checkpoint, dns=dn_set(args.dns),
                      config_file=args.config_file, output=args.output, series=args.series, data_root=args.data_root,
                      opts=tuple(args.opts), num_gpus=args.num_gpus, demo_root=args.demo_root, slurm=slurm,
                      wait=not args.no_wait)

@@ -22,7 +22,7 @@ from ..data.sampler import ResumableSampler
 from ..engine.loop import ResumableRun, per_dn_means
 from ..engine.metrics import build_metric_writer
 from ..monitor.features import evaluate_classifier, make_loader
-from ..monitor.report import write_report
+from ..eval.report import write_report
 from .config import regularizers
 from .data import supervised_transform
 from .method import load_init, sandwich_order, train_subnets
