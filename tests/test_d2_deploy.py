@@ -7,8 +7,8 @@ import torch
 
 pytest.importorskip("detectron2")
 
-from dspnet_d2.d2.deploy import (compare_detections, eager_fields, load_eval_model, match_detections,  # noqa: E402
-                                  model_input)
+from dspnet_d2.d2.export_model import (compare_detections, eager_fields, load_eval_model,  # noqa: E402
+                                        match_detections, model_input)
 from dspnet_d2.deploy.formats import ParityError  # noqa: E402
 from dspnet_d2.d2.train import load_config, register_demo  # noqa: E402
 from dspnet_d2.demo.data import make_demo_dataset  # noqa: E402

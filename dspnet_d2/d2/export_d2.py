@@ -22,12 +22,12 @@ from ..errors import MissingDependencyError, cli_main
 
 def main(argv=None) -> int:
     try:
-        from .deploy import export_and_check
+        from .export_model import MODEL_FORMATS, export_and_check
     except ImportError as err:  # reported as the other commands report a user's mistake
         raise MissingDependencyError(str(err)) from None
     parser = argparse.ArgumentParser(prog="python -m dspnet_d2.d2.export_d2", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, help="the detection config the model was trained with")
-    parser.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
+    parser.add_argument("--format", choices=list(MODEL_FORMATS), default="torchscript")
     parser.add_argument("-o", "--output", required=True, help="output folder")
     parser.add_argument("--num-images", type=int, default=4, help="test images the parity check runs on")
     parser.add_argument("--atol", type=float, default=1e-3)

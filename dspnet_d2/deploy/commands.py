@@ -20,38 +20,31 @@ from ..recalibration import (
     recalibrate_from_args,
     report_usage_error,
 )
-from ..weights import read_weights, save_dn_file, static_dn
+from ..weights import read_weights, static_dn
 from .convert import dn_backbone_state, save_d2_pkl, supernet_backbone_state, to_d2_model
-from .formats import (
-    ParityError,
-    check_batches,
-    check_deployed,
-    check_sizes,
-    export_onnx,
-    export_program,
-    export_torchscript,
-    require_deploy_extra,
-)
+from .formats import ExportOptions, ParityError, check_batches, check_deployed, check_sizes, get_format
 from .selection import Budget, ExportRequest, Settings, select_dn
 
-__all__ = ["EXPORT_FORMATS", "export_dn_file", "convert_to_d2_pkl", "select_and_export_dn"]
-
-EXPORT_FORMATS = ("onnx", "torchscript", "pt2", "state_dict")
+__all__ = ["export_dn_file", "convert_to_d2_pkl", "select_and_export_dn"]
 
 
 def export_dn_file(source: str, output: str, fmt: str, dn: DNSpec | None = None, static_batch: int | None = None,
                    dynamic_size: bool = False, classifier: bool = True,
                    recalibration: RecalibrationOptions = RecalibrationOptions(),
                    usage_error: UsageError | None = None) -> int:
-    """Write DN ``dn`` of ``source`` as ``fmt`` to ``output`` (tools/export_dn.py): ONNX and pt2 files of any
-    batch, or of ``static_batch`` only; TorchScript traced (any batch and size). The file is written under a
-    temporary name beside ``output`` and takes that name only once its check against the PyTorch model has
-    passed; a file that fails it is removed (an InvalidInputError). ``usage_error``: as
-    ``check_recalibration_args``."""
-    if fmt not in EXPORT_FORMATS:
-        raise InvalidInputError(f"unknown format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    """Write DN ``dn`` of ``source`` as format ``fmt`` (a name of ``formats()``) to ``output`` (tools/export_dn.py):
+    a file of any batch, or of ``static_batch`` only, where the format can be written either way (ONNX, pt2;
+    TorchScript: traced, any batch and size). A file that runs is written under a temporary name beside ``output``
+    and takes that name only once its check against the PyTorch model has passed; a file that fails it is removed
+    (an InvalidInputError). ``usage_error``: as ``check_recalibration_args``."""
+    form = get_format(fmt)
+    form.requires()
     if static_batch is not None and static_batch < 1:
         report_usage_error(f"--static-batch takes a batch size of 1 or more, not {static_batch}", usage_error)
+    if static_batch is None and not form.dynamic_batch:
+        report_usage_error(f"a {fmt} file takes one batch size: give --static-batch N", usage_error)
+    if dynamic_size and not form.dynamic_size:
+        report_usage_error(f"a {fmt} file takes one height and width: drop --dynamic-size", usage_error)
     weights = read_weights(source)
     model, dn = weights.model(dn, classifier=classifier)
     check_recalibration_args(recalibration, weights.shares_bn, usage_error)
@@ -59,24 +52,19 @@ def export_dn_file(source: str, output: str, fmt: str, dn: DNSpec | None = None,
     info = recalibrate_from_args(model, dn, recalibration, images)
     model.eval()
     resolution = recalibration.resolution or dn.info.eval_resolution
-    if fmt == "state_dict":
-        save_dn_file(output, dn, model.state_dict(), bn_recalibration=info, source=source)
+    if form.load is None:  # a file of weights: nothing to run it with
+        metadata = {"bn_recalibration": info, "source": source}
+        form.export(model, output, ExportOptions(resolution, dn=dn, metadata=metadata))
         print(f"wrote DN {dn} ({sum(p.numel() for p in model.parameters())} parameters) to {output}")
         return 0
     # a trace holds for any batch and size: these networks have no shape-dependent control flow
-    static_batch = None if fmt == "torchscript" else static_batch
-    batch = {"dynamic_batch": static_batch is None, "batch": static_batch or 2}
+    static_batch = None if form.any_shape else static_batch
+    options = ExportOptions(resolution, static_batch is None, static_batch or 2, dynamic_size)
     root, suffix = os.path.splitext(output)
     unchecked = f"{root}.unchecked{suffix}"
     try:
-        if fmt == "onnx":
-            require_deploy_extra()
-            export_onnx(model, unchecked, resolution, dynamic_size=dynamic_size, **batch)
-        elif fmt == "pt2":
-            export_program(model, unchecked, resolution, dynamic_size=dynamic_size, **batch)
-        else:
-            export_torchscript(model, unchecked, resolution)
-        sizes = check_sizes(resolution, dynamic_size or fmt == "torchscript")
+        form.export(model, unchecked, options)
+        sizes = check_sizes(resolution, dynamic_size or form.any_shape)
         real = check_images_from_args(images, recalibration, resolution)
         worst = check_deployed(model, unchecked, fmt, sizes, static_batch, images=real)
     except BaseException as err:  # no file under either name that has not passed its check
@@ -87,7 +75,7 @@ def export_dn_file(source: str, output: str, fmt: str, dn: DNSpec | None = None,
         raise
     os.replace(unchecked, output)
     size = "any H x W" if dynamic_size else f"{resolution} x {resolution}"
-    shape = f"{static_batch or 'any'} x 3 x {size}" if fmt != "torchscript" else "traced: any batch and size"
+    shape = "traced: any batch and size" if form.any_shape else f"{static_batch or 'any'} x 3 x {size}"
     checked = ", ".join(f"{h}x{w}" for h, w in sizes)
     checked += f" and {len(real)} images of {recalibration.data_root}" if real is not None else ""
     print(f"wrote DN {dn} as {fmt} ({shape}) to {output}; checked at batches {list(check_batches(static_batch))}, "

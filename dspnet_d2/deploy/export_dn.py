@@ -24,14 +24,16 @@ import sys
 from ..dn import parse_dn
 from ..errors import cli_main
 from ..recalibration import RecalibrationOptions, add_recalibration_args
-from .commands import EXPORT_FORMATS, export_dn_file
+from .commands import export_dn_file
+from .formats import formats
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dspnet_d2.deploy.export_dn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="pretraining / supervised checkpoint, or an exported DN (export/<dn>.pth)")
     parser.add_argument("--dn", default=None, help="the DN (default: the exported DN's own)")
-    parser.add_argument("--format", choices=EXPORT_FORMATS, required=True)
+    # read now: a format registered before main() runs is offered
+    parser.add_argument("--format", choices=list(formats()), required=True)
     parser.add_argument("--static-batch", type=int, nargs="?", const=2, default=None, metavar="N",
                         help="ONNX / pt2: batch size N only (no N: 2; default: any batch)")
     parser.add_argument("--dynamic-batch", action="store_true", help=argparse.SUPPRESS)  # the default now

@@ -16,14 +16,15 @@ column to maximise (default: the first). Without results, the largest DN (FLOPs)
 Writes OUT/dn_selection.{md,csv,json,png}; the measurements are cached in OUT/dn_measurements.json per
 (machine, device, runtime, threads, batch, resolution, warm-up and timed rounds, DN), so a rerun or a new
 budget measures nothing again (--remeasure does); the table marks the rows that came from the cache. --export writes the chosen DN with tools/export_dn.py, whose parity check runs
-(to --export-file, default OUT/<dn>.<onnx|pt|pt2>).
+(to --export-file, default OUT/<dn> with the format's suffix: .onnx, .pt, .pt2, ...).
 """
 import argparse
 import sys
 
 from ..errors import cli_main
 from .commands import select_and_export_dn
-from .selection import Budget, Settings
+from .formats import formats
+from .selection import Budget, Settings, runtimes
 
 
 def main(argv=None) -> int:
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
     budget.add_argument("--max-params", type=float, default=None, metavar="M", help="million parameters")
     budget.add_argument("--max-memory-mb", type=float, default=None, metavar="MB", help="peak memory, MiB")
     run = parser.add_argument_group("how the DNs run")
-    run.add_argument("--runtime", default="eager", help="eager | torchscript | onnxruntime (default: eager)")
+    run.add_argument("--runtime", default="eager", help=" | ".join(runtimes()) + " (default: eager)")
     run.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
     run.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     run.add_argument("--batch", type=int, default=1)
@@ -49,8 +50,8 @@ def main(argv=None) -> int:
     run.add_argument("--repeats", type=int, default=20, help="timed rounds, interleaved across DNs (default: 20)")
     run.add_argument("--remeasure", action="store_true", help="ignore the cache")
     export = parser.add_argument_group("export of the chosen DN (tools/export_dn.py)")
-    export.add_argument("--export", default=None, metavar="FORMAT", help="onnx | torchscript | pt2")
-    export.add_argument("--export-file", default=None, metavar="FILE", help="default: OUT/<dn>.<onnx|pt|pt2>")
+    export.add_argument("--export", default=None, metavar="FORMAT", help=" | ".join(formats()))
+    export.add_argument("--export-file", default=None, metavar="FILE", help="default: OUT/<dn><the format's suffix>")
     export.add_argument("--data-root", default=None, help="a supernet checkpoint's DN: recalibrate BN on these images")
     export.add_argument("--no-bn-recalibration", action="store_true", help="... or keep the shared BN statistics")
     parser.add_argument("-o", "--output-dir", default="output/dn_selection", metavar="OUT",

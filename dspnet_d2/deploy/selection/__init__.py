@@ -10,10 +10,10 @@ from .choose import Budget, Choice, choose, pareto_front
 from .measure import measure
 from .memory import peak_memory
 from .selector import ExportRequest, Selection, select_dn
-from .settings import RUNTIMES, Settings
+from .settings import Settings, runtimes
 from .sources import Candidate, open_sources
 from .timing import time_interleaved, wall_clock
 
-__all__ = ["select_dn", "Selection", "ExportRequest", "Budget", "Choice", "Settings", "RUNTIMES", "Candidate",
+__all__ = ["select_dn", "Selection", "ExportRequest", "Budget", "Choice", "Settings", "runtimes", "Candidate",
            "open_sources", "read_accuracies", "measure", "time_interleaved", "wall_clock", "peak_memory", "choose",
            "pareto_front"]

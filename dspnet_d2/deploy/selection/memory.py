@@ -2,6 +2,7 @@
 that loads and runs the file (VmHWM after a reset), with glibc's mmap threshold fixed."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ from dataclasses import asdict
 import torch
 
 from .runners import Deployed, example_input, load_runner
-from .settings import Settings
+from .settings import Settings, runtimes
 
 __all__ = ["MMAP_THRESHOLD", "memory_method", "status_bytes", "reset_peak_rss", "peak_memory"]
 
@@ -50,18 +51,21 @@ def peak_memory(deployed: Deployed, settings: Settings, x: torch.Tensor) -> int:
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - before + deployed.weight_bytes
     code = "import sys; from dspnet_d2.deploy.selection.memory import _rss_child; _rss_child(*sys.argv[1:])"
+    # the module that defines the runtime's format registers it when the fresh process imports it
+    module = runtimes()[settings.runtime].load.__module__
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": MMAP_THRESHOLD,  # and this very package in the child
            "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run([sys.executable, "-c", code, deployed.file, json.dumps(asdict(settings)), str(x.shape[-1])],
-                            capture_output=True, text=True, env=env)
+    result = subprocess.run([sys.executable, "-c", code, deployed.file, json.dumps(asdict(settings)), str(x.shape[-1]),
+                             module], capture_output=True, text=True, env=env)
     if result.returncode:
         raise RuntimeError(f"measuring the memory of {deployed.file} failed:\n{result.stderr[-3000:]}")
     return int(result.stdout.strip().splitlines()[-1])
 
 
-def _rss_child(path: str, settings_json: str, resolution: str) -> None:
+def _rss_child(path: str, settings_json: str, resolution: str, module: str) -> None:
     """The fresh process of ``peak_memory``: after the imports, load the DN, run it twice, print the peak RSS growth."""
+    importlib.import_module(module)
     settings = Settings(**json.loads(settings_json))
     torch.set_num_threads(settings.threads)
     x = example_input(settings, int(resolution))

@@ -1,5 +1,6 @@
-"""A DN deployed as the chosen runtime runs it: PyTorch eager (the static torchvision network), TorchScript
-(traced) or ONNX Runtime (the dynamo export, CPU), and the input it is measured on."""
+"""A DN deployed as the chosen runtime runs it (``runtimes()``: PyTorch eager, the static torchvision network;
+TorchScript, traced; ONNX Runtime, the dynamo export on the CPU; or any other registered format), and the input
+it is measured on."""
 from __future__ import annotations
 
 import os
@@ -9,8 +10,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..formats import export_onnx, export_torchscript, onnx_session
-from .settings import Settings
+from ..formats import ExportOptions
+from .settings import Settings, runtimes
 
 __all__ = ["Deployed", "deploy", "load_runner", "example_input"]
 
@@ -25,17 +26,12 @@ class Deployed:
 
 
 def deploy(model: nn.Module, settings: Settings, folder: str, name: str, resolution: int) -> Deployed:
-    """Write ``model`` (left unchanged) as ``settings.runtime``'s file in ``folder`` and load it back:
-    eager is the pickled module, TorchScript the traced file, ONNX Runtime the ONNX file (any batch)."""
+    """Write ``model`` (left unchanged) as ``settings.runtime``'s format in ``folder`` (R x R, any batch where the
+    format takes any) and load it back."""
     model = _copy_for(model.eval(), settings)
-    suffix = {"eager": ".pth", "torchscript": ".pt", "onnxruntime": ".onnx"}[settings.runtime]
-    path = os.path.join(folder, name + suffix)
-    if settings.runtime == "onnxruntime":
-        export_onnx(model, path, resolution, dynamic_batch=True)
-    elif settings.runtime == "torchscript":
-        export_torchscript(model, path, resolution)
-    else:
-        torch.save(model, path)
+    fmt = runtimes()[settings.runtime]
+    options = ExportOptions(resolution, fmt.dynamic_batch, 2 if fmt.dynamic_batch else settings.batch)
+    path = fmt.export(model, os.path.join(folder, name + fmt.suffix), options)
     weight_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     return Deployed(load_runner(path, settings), path, weight_bytes)
 
@@ -50,15 +46,7 @@ def _copy_for(model: nn.Module, settings: Settings) -> nn.Module:
 
 def load_runner(path: str, settings: Settings) -> Callable[[torch.Tensor], object]:
     """The callable that runs the file ``deploy`` wrote, on ``settings.device`` with ``settings.threads``."""
-    if settings.runtime == "onnxruntime":
-        # no spinning: ORT's threads spin after a run by default and would steal the cores from the next DN
-        session = onnx_session(path, settings.threads, spinning=False)
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x.numpy()})
-    if settings.runtime == "torchscript":
-        model = torch.jit.load(path, map_location=settings.device)
-    else:  # a module this process pickled a moment ago
-        model = torch.load(path, map_location=settings.device, weights_only=False)
+    model = runtimes()[settings.runtime].load(path, settings.device, settings.threads)
     if not settings.amp:
         return model
 

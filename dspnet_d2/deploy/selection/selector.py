@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ...errors import InvalidInputError
 from ...recalibration import RecalibrationOptions, check_recalibration_args
-from ..formats import require_deploy_extra
+from ..formats import get_format
 from .accuracy import join_accuracies, read_accuracies
 from .choose import SIZE, Budget, Choice, choose, pareto_front
 from .measure import measure
@@ -19,34 +19,30 @@ from .timing import wall_clock
 
 __all__ = ["ExportRequest", "Selection", "select_dn"]
 
-EXPORT_SUFFIX = {"onnx": "onnx", "torchscript": "pt", "pt2": "pt2"}
-
 
 @dataclass(frozen=True)
 class ExportRequest:
     """Write the chosen DN with ``export_dn_file`` (the export path with its parity check)."""
 
-    format: str  # onnx | torchscript | pt2
-    file: str | None = None  # None: OUT/<dn>.<onnx|pt|pt2>
+    format: str  # a name of formats(): onnx | torchscript | pt2 | state_dict | a registered format
+    file: str | None = None  # None: OUT/<dn><the format's suffix>
     data_root: str | None = None  # a supernet checkpoint's DN: recalibrate its BN statistics on these images
     no_bn_recalibration: bool = False  # ... or keep the supernet's shared ones
 
     def check(self, candidates: list[Candidate]) -> None:
         """Refuse, before anything is measured, an export that could not be done."""
-        if self.format not in EXPORT_SUFFIX:
-            raise InvalidInputError(f"unknown export format {self.format!r}; choose one of {', '.join(EXPORT_SUFFIX)}")
+        fmt = get_format(self.format)
         random = [str(c.dn) for c in candidates if c.path is None]
         if random:
             raise InvalidInputError(f"--export needs trained weights, and {', '.join(random)} come from a name "
                                     "(random weights): give a checkpoint or a folder of exported DNs")
         recalibration = RecalibrationOptions(data_root=self.data_root, no_bn_recalibration=self.no_bn_recalibration)
         check_recalibration_args(recalibration, any(c.shares_bn for c in candidates))  # the export's own rule
-        if self.format == "onnx":
-            require_deploy_extra()
+        fmt.requires()
 
     def output(self, dn: str, output_dir: str) -> str:
         """The file the chosen DN ``dn`` is written to."""
-        return self.file or os.path.join(output_dir, f"{dn}.{EXPORT_SUFFIX[self.format]}")
+        return self.file or os.path.join(output_dir, dn + get_format(self.format).suffix)
 
 
 @dataclass

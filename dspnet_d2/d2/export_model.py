@@ -1,10 +1,12 @@
-"""Mask R-CNN with a DN backbone as a deployable file, along detectron2's own path (its
-``tools/deploy/export_model.py``): the model wrapped in ``detectron2.export.TracingAdapter``, traced to
-TorchScript or exported to ONNX, and compared with the eager model on real images (needs detectron2)."""
+"""Export Mask R-CNN with a DN backbone as a deployable file, along detectron2's own path (its
+``tools/deploy/export_model.py``): the model wrapped in ``detectron2.export.TracingAdapter``, written as a format
+of ``MODEL_FORMATS`` (TorchScript, traced; ONNX), and check the file against the eager model on real images
+(needs detectron2)."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torchvision.ops import box_iou
@@ -18,14 +20,14 @@ from detectron2.data import DatasetCatalog, detection_utils  # noqa: E402
 from detectron2.export import TracingAdapter  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 
-from ..deploy.formats import ParityError, require_deploy_extra  # noqa: E402
+from ..deploy.formats import ParityError, get_format, onnx_outputs, onnx_session, require_deploy_extra  # noqa: E402
 from ..errors import MissingFileError  # noqa: E402
 from .checkpoint import DSPNetCheckpointer  # noqa: E402
 from .train import load_config, register_demo  # noqa: E402
 
-__all__ = ["load_eval_model", "model_input", "tracing_adapter", "export_model", "eager_fields", "load_exported",
-           "size_variants", "exported_fields", "match_detections", "compare_detections", "Parity", "export_and_check",
-           "FIELDS"]
+__all__ = ["ModelFormat", "MODEL_FORMATS", "load_eval_model", "model_input", "tracing_adapter", "export_model",
+           "eager_fields", "size_variants", "exported_fields", "match_detections", "compare_detections", "Parity",
+           "export_and_check", "FIELDS"]
 
 # detectron2's STABLE_ONNX_OPSET_VERSION is 11, whose RoiAlign has no half-pixel mode: ROIAlignV2 (aligned=True,
 # every R-CNN head here) then exports as the old, shifted RoiAlign and the scores change. Opset 16 has it.
@@ -60,26 +62,54 @@ def tracing_adapter(model, image: torch.Tensor) -> TracingAdapter:
     return TracingAdapter(model, [{"image": image}], _inference)
 
 
+@dataclass(frozen=True)
+class ModelFormat:
+    """A file Mask R-CNN is written to: both take an image (3, H, W) of any size; loaded, a function of the image
+    to the adapter's flat outputs."""
+
+    name: str  # the --format value
+    file: str  # its name in the output folder
+    export: Callable[[TracingAdapter, torch.Tensor, str], None]  # (adapter, the image traced, path)
+    load: Callable[[str], Callable]
+    requires: Callable[[], None] = lambda: None  # raises the user's error when what it needs is not installed
+
+
+def _trace(adapter: TracingAdapter, image: torch.Tensor, path: str) -> None:
+    torch.jit.trace(adapter, (image,), check_trace=False).save(path)
+
+
+def _onnx(adapter: TracingAdapter, image: torch.Tensor, path: str) -> None:
+    # the TorchScript-based exporter, the path detectron2 supports for R-CNN: torch.export cannot capture its
+    # data-dependent proposal counts. Height and width free: test images differ in size after
+    # ResizeShortestEdge (the trace records the shape arithmetic, so only the input's declared shape would pin one)
+    torch.onnx.export(adapter, (image,), path, opset_version=ONNX_OPSET, dynamo=False, input_names=["image"],
+                      dynamic_axes={"image": {1: "height", 2: "width"}})
+
+
+def _load_onnx(path: str) -> Callable:
+    session = onnx_session(path)  # loaded once, run per image
+    return lambda image: onnx_outputs(session, image)
+
+
+# detectron2's formats (the DN formats' torch.export and dynamo exporter cannot capture an R-CNN): the runtimes
+# and the TorchScript loader are the DN table's
+MODEL_FORMATS = {fmt.name: fmt for fmt in (
+    ModelFormat("torchscript", "model.ts", _trace, get_format("torchscript").load),
+    ModelFormat("onnx", "model.onnx", _onnx, _load_onnx, requires=require_deploy_extra),
+)}
+
+
 @torch.no_grad()
 def export_model(model, image: torch.Tensor, fmt: str, output_dir: str) -> tuple[str, TracingAdapter]:
-    """Trace ``model`` on ``image`` and write ``model.ts`` (TorchScript) or ``model.onnx`` (ONNX through the
-    TorchScript-based exporter, the path detectron2 supports for R-CNN; torch.export cannot capture its
-    data-dependent proposal counts). Both take an image (3, H, W) of any size. Returns (path, adapter)."""
+    """Trace ``model`` on ``image`` and write it as ``MODEL_FORMATS[fmt]`` into ``output_dir``. Returns (path,
+    adapter)."""
+    if fmt not in MODEL_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(MODEL_FORMATS)}, got {fmt!r}")
     adapter = tracing_adapter(model, image)
     os.makedirs(output_dir, exist_ok=True)
-    if fmt == "torchscript":
-        path = os.path.join(output_dir, "model.ts")
-        traced = torch.jit.trace(adapter, (image,), check_trace=False)
-        traced.save(path)
-    elif fmt == "onnx":
-        path = os.path.join(output_dir, "model.onnx")
-        # height and width free: test images differ in size after ResizeShortestEdge (the trace records the
-        # shape arithmetic, so only the ONNX input's declared shape would pin one size)
-        torch.onnx.export(adapter, (image,), path, opset_version=ONNX_OPSET, dynamo=False, input_names=["image"],
-                          dynamic_axes={"image": {1: "height", 2: "width"}})
-        model.eval()  # the exporter leaves the module in training mode
-    else:
-        raise ValueError(f"format must be torchscript or onnx, got {fmt!r}")
+    path = os.path.join(output_dir, MODEL_FORMATS[fmt].file)
+    MODEL_FORMATS[fmt].export(adapter, image, path)
+    model.eval()  # the ONNX exporter leaves the module in training mode
     return path, adapter
 
 
@@ -102,20 +132,10 @@ def eager_fields(model, image: torch.Tensor) -> dict[str, torch.Tensor]:
     return _fields(_inference(model, [{"image": image}])[0]["instances"])
 
 
-def load_exported(path: str, fmt: str):
-    """The exported file as a function of the image to its flat outputs (loaded once, run per image)."""
-    if fmt == "torchscript":
-        return torch.jit.load(path)
-    from ..deploy.formats import onnx_session
-
-    session = onnx_session(path)
-    name = session.get_inputs()[0].name
-    return lambda image: tuple(torch.from_numpy(a) for a in session.run(None, {name: image.numpy()}))
-
-
 @torch.no_grad()
 def exported_fields(run, adapter: TracingAdapter, image: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``run``'s (``load_exported``) outputs for ``image``, rebuilt into Instances by the adapter's output schema."""
+    """``run``'s (a ``ModelFormat``'s load) outputs for ``image``, rebuilt into Instances by the adapter's output
+    schema."""
     return _fields(adapter.outputs_schema(run(image))[0]["instances"])
 
 
@@ -219,15 +239,15 @@ def export_and_check(config_file: str, fmt: str, output_dir: str, opts=(), num_i
     cfg = load_config(config_file, list(opts) + ["MODEL.DEVICE", "cpu"])
     if not cfg.MODEL.WEIGHTS or not os.path.isfile(cfg.MODEL.WEIGHTS):
         raise MissingFileError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r}: give the trained model_final.pth")
-    if fmt == "onnx":
-        require_deploy_extra()
+    form = MODEL_FORMATS[fmt]
+    form.requires()
     if cfg.DATASETS.TEST[0].startswith("dspnet_demo_"):
         register_demo(demo_root)
     records = DatasetCatalog.get(cfg.DATASETS.TEST[0])[:max(num_images, 1)]
     model = load_eval_model(cfg)
     images = [model_input(cfg, r["file_name"]) for r in records]
     path, adapter = export_model(model, images[0], fmt, output_dir)
-    run = load_exported(path, fmt)
+    run = form.load(path)
     names = [os.path.basename(r["file_name"]) for r in records]
     checks = list(zip(names, images)) + [(f"{names[0]} resized", v) for v in size_variants(images[0])]
     cuts = {"score_thresh": cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, "top_k": cfg.TEST.DETECTIONS_PER_IMAGE}
