@@ -250,3 +250,27 @@ def test_recipes_load_with_paper_values(recipe):
         assert cfg.DATA.RESOLUTION == (224 if "mbv3" in recipe else 128)
     if recipe.startswith("byol"):
         assert cfg.MODEL.METHOD == "byol" and len(cfg.dns) == 1
+
+
+def test_model_dns_is_parsed_once_from_the_config_to_the_exported_files(data_root, tmp_path, monkeypatch):
+    """Every DN string goes through dn.parse_dn's pattern; a run reads each DN of MODEL.DNS once, where the recipe
+    is loaded, and hands DNSpecs down to the method, the checkpoints, the monitor and the exports."""
+    import dspnet_d2.dn as dn_module
+
+    parsed = []
+
+    class CountingPattern:
+        def __init__(self, pattern):
+            self.pattern = pattern
+
+        def match(self, text):
+            parsed.append(text)
+            return self.pattern.match(text)
+
+    monkeypatch.setattr(dn_module, "_PATTERN", CountingPattern(dn_module._PATTERN))
+    dns = "mbv3_w0.5,mbv3_w0.75,mbv3_w1.0"
+    trainer = Trainer(tiny_cfg(data_root, tmp_path, "MODEL.DNS", dns, "MONITOR.KNN_PERIOD", "1",
+                               "MONITOR.BANK_IMAGES", "16", "MONITOR.VAL_IMAGES", "8",
+                               "EXPORT_RECALIBRATION_BATCHES", "1"))
+    assert trainer.train() == 8 and len(list((tmp_path / "export").glob("*.pth"))) == 3
+    assert parsed == dns.split(",")

@@ -16,7 +16,7 @@ from dspnet_d2.runtime.workers import ShieldedLoader
 from dspnet_d2.slim.slicing import slice_dn
 from dspnet_d2.weights import describe, save_dn_file
 
-from ..data.augment import BYOLViews, normalize_views
+from ..data.augment import normalize_views
 from ..data.sampler import ResumableSampler
 from ..data.views import TwoViewDataset, collate_views
 from ..methods import StepContext, build_method, get_method
@@ -69,9 +69,7 @@ class Trainer(ResumableRun):
             self.monitor = KNNMonitor(images, cfg.MONITOR.VAL_ROOT or os.path.join(cfg.DATA.ROOT, "val"),
                                       cfg.MONITOR.BANK_IMAGES, cfg.MONITOR.VAL_IMAGES, cfg.MONITOR.K,
                                       device=self.device, num_workers=cfg.DATA.NUM_WORKERS, **self.eval_view)
-        views = BYOLViews(cfg.DATA.RESOLUTION, cfg.DATA.CROP_SCALE, cfg.DATA.BLUR_PROB, cfg.DATA.SOLARIZE_PROB,
-                          cfg.DATA.COLOR_JITTER, cfg.DATA.COLOR_JITTER_PROB, cfg.DATA.GRAYSCALE_PROB,
-                          cfg.DATA.BLUR_SIGMA, backend=cfg.DATA.AUGMENT_BACKEND)
+        views = self.method.make_views(cfg)
         self.sampler = ResumableSampler(len(images), cfg.SOLVER.BATCH_SIZE, self.rank, self.world_size, cfg.SEED)
         workers = cfg.DATA.NUM_WORKERS
         self.loader = ShieldedLoader(

@@ -22,6 +22,8 @@ from dspnet_d2.dn import DNSpec, largest_dn
 from dspnet_d2.slim import Supernet
 from dspnet_d2.slim.ops import SlimBatchNorm1d, SlimLinear, configure_norms
 
+from ..data.augment import BYOLViews
+
 __all__ = ["Method", "StepContext", "MLP", "TwoViewNetwork", "collapse_stats", "COLLAPSE_STATS"]
 
 COLLAPSE_STATS = ("rep_std", "proj_std", "view_cos")
@@ -85,16 +87,18 @@ class StepContext:
 class Method(nn.Module):
     """The base of every pretraining method; a subclass is registered under ``name`` (``MODEL.METHOD``).
 
-    A subclass builds its networks in ``__init__`` and sets ``self.trained`` (the module the optimizer and
-    DDP see, whose ``encoder`` is the slimmable supernet), and implements ``subnet_loss``. It may override:
-    ``add_config`` / ``validate`` / ``from_config`` (its config keys), ``subnets`` (which DNs a step
-    trains: the full network by default), ``shared_targets`` (work done once a step for all sub-networks),
-    ``after_step`` (updates after the optimizer's), ``checkpoint_state`` and ``configure_norms``.
+    A subclass builds its networks in ``__init__``, provides ``trained`` (the module the optimizer and DDP
+    see, whose ``encoder`` is the slimmable supernet) and implements ``from_config`` and ``subnet_loss``.
+    It may override ``add_config`` / ``validate`` / ``signature`` (its config keys), ``make_views`` (its
+    augmentation), ``subnets`` (the DNs a step trains: the full network by default), ``shared_targets``
+    (work done once a step for all sub-networks), ``after_step`` (updates after the optimizer's),
+    ``checkpoint_state`` / ``load_checkpoint_state`` / ``encoder_location`` and ``configure_norms``.
     """
 
     name = ""
     # the columns of ``train_step``'s rows; each is logged per DN as "<name>/<dn>"
     row_names: tuple[str, ...] = ("loss",) + COLLAPSE_STATS
+    encoder_location = ("online", "encoder.")  # (checkpoint entry, key prefix) of the encoder's weights
     trained: nn.Module
 
     def __init__(self, dns: tuple[DNSpec, ...], seed: int = 0):
@@ -115,6 +119,13 @@ class Method(nn.Module):
     @classmethod
     def from_config(cls, cfg, dns: tuple[DNSpec, ...]) -> "Method":
         raise NotImplementedError
+
+    @classmethod
+    def make_views(cls, cfg) -> BYOLViews:
+        """The augmentation that makes the two views of a training image: BYOL's, set by ``DATA.*``."""
+        data = cfg.DATA
+        return BYOLViews(data.RESOLUTION, data.CROP_SCALE, data.BLUR_PROB, data.SOLARIZE_PROB, data.COLOR_JITTER,
+                         data.COLOR_JITTER_PROB, data.GRAYSCALE_PROB, data.BLUR_SIGMA, backend=data.AUGMENT_BACKEND)
 
     @classmethod
     def signature(cls, cfg) -> dict:
@@ -141,8 +152,6 @@ class Method(nn.Module):
 
     def load_checkpoint_state(self, state: dict) -> None:
         self.trained.load_state_dict(state["online"])
-
-    encoder_location = ("online", "encoder.")  # (checkpoint key, prefix) of the encoder's weights
 
     # -- a step ----------------------------------------------------------------------------------
     def subnets(self, ctx: StepContext) -> list[DNSpec]:
