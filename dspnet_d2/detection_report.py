@@ -1,5 +1,5 @@
 """The detection report of Mask R-CNN runs: the AP^bb / AP^mk table (markdown + CSV) and a plot of AP vs
-backbone FLOPs (tools/report.py; needs no detectron2).
+backbone FLOPs (tools/detection_report.py; needs no detectron2).
 
 A run is a tools/train_net.py OUTPUT_DIR; its metrics come from final_results.json, else from the last
 evaluation in metrics.json; runs without any are listed as missing, never dropped silently.
@@ -131,8 +131,8 @@ def detection_report(runs: list[str], output_dir: str) -> int:
 
 COMMAND_HELP = """Collect Mask R-CNN runs into the AP^bb / AP^mk table (markdown + CSV) and a plot of AP vs FLOPs.
 
-    python tools/report.py DSPNet=output/detection/dspnet_* BYOL=output/detection/byol_* -o report/
-    python tools/report.py output/detection/demo
+    python tools/detection_report.py DSPNet=output/detection/dspnet_* BYOL=output/detection/byol_* -o report/
+    python tools/detection_report.py output/detection/demo
 
 Each argument is a run directory (tools/train_net.py's OUTPUT_DIR), optionally prefixed by a series
 name; a directory with * ? [ is a pattern, expanded here (the shell does not expand it after "SERIES="). A run's metrics come from final_results.json, else from the last evaluation in metrics.json;

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dspnet_d2.demo.data import make_demo_dataset
+from dspnet_d2.demo.make_demo_data import make_demo_dataset
 from pretrain.engine.config import load_cfg
 
 ROOT = Path(__file__).resolve().parents[1]

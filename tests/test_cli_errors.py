@@ -11,7 +11,7 @@ import pytest
 import torch
 from pretrain_utils import ToolResult, run_tool, tiny_data
 
-from dspnet_d2.demo.data import make_demo_dataset
+from dspnet_d2.demo.make_demo_data import make_demo_dataset
 from dspnet_d2.dn import parse_dn
 from dspnet_d2.errors import cli_main
 from dspnet_d2.images import ImageFolderIO
@@ -173,7 +173,7 @@ def test_dn_table_report_and_demo_data_mistakes(tmp_path, capsys, monkeypatch):
     (run / "config.yaml").write_text(f"MODEL:\n  DSPNET:\n    DN: {BAD_DN}\n")
     metrics = {f"{task}/{name}": 1.0 for task in ("bbox", "segm") for name in ("AP", "AP50", "AP75")}
     (run / "metrics.json").write_text(json.dumps(metrics) + "\n")
-    result = run_tool("report", [run, "-o", tmp_path / "report"], capsys, monkeypatch)
+    result = run_tool("detection_report", [run, "-o", tmp_path / "report"], capsys, monkeypatch)
     assert_one_error_line(result.code, result.err, "not on the mbv3 grid")
 
     (tmp_path / "foreign" / "train" / "cat").mkdir(parents=True)  # data that is not the demo's

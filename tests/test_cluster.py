@@ -257,7 +257,7 @@ def test_sigterm_to_the_linear_evaluation_checkpoints_its_step_and_resumes_exact
 
 @pytest.fixture(scope="module")
 def coco_root(tmp_path_factory):
-    from dspnet_d2.demo.data import make_demo_dataset
+    from dspnet_d2.demo.make_demo_data import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("coco"), image_size=32, train_per_class=2, val_per_class=1,
                              coco_train_images=6, coco_val_images=1)
@@ -296,7 +296,7 @@ def test_sigterm_to_detectron2_training_checkpoints_its_iteration_and_resumes_ex
 @pytest.fixture(scope="module")
 def coco_eval_root(tmp_path_factory):
     """Enough validation images for an evaluation that lasts a few seconds on CPU."""
-    from dspnet_d2.demo.data import make_demo_dataset
+    from dspnet_d2.demo.make_demo_data import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("coco_eval"), image_size=32, train_per_class=2, val_per_class=1,
                              coco_train_images=6, coco_val_images=40)

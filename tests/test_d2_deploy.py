@@ -11,7 +11,7 @@ from dspnet_d2.d2.export_model import (compare_detections, eager_fields, load_ev
                                         match_detections, model_input)
 from dspnet_d2.deploy.formats import ParityError  # noqa: E402
 from dspnet_d2.d2.train import load_config, register_demo  # noqa: E402
-from dspnet_d2.demo.data import make_demo_dataset  # noqa: E402
+from dspnet_d2.demo.make_demo_data import make_demo_dataset  # noqa: E402
 from dspnet_d2.errors import cli_main  # noqa: E402
 
 ROOT = __file__.rsplit("/tests/", 1)[0]

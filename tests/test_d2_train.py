@@ -1,4 +1,4 @@
-"""tools/train_net.py on the demo COCO data, then tools/report.py (needs detectron2; slow)."""
+"""tools/train_net.py on the demo COCO data, then tools/detection_report.py (needs detectron2; slow)."""
 import json
 import subprocess
 import sys
@@ -25,7 +25,7 @@ def test_demo_detection_trains_evaluates_and_reports(tmp_path):
     assert final["dn"] == "mbv3_w0.5"
     for task in ("bbox", "segm"):
         assert 0.0 <= final["results"][task]["AP"] <= 100.0
-    report = subprocess.run([sys.executable, "tools/report.py", f"demo={out}", "-o", str(tmp_path / "report")],
+    report = subprocess.run([sys.executable, "tools/detection_report.py", f"demo={out}", "-o", str(tmp_path / "report")],
                             cwd=ROOT, capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
     assert "| demo | mbv3_w0.5 |" in (tmp_path / "report" / "detection.md").read_text()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dspnet_d2.demo.data import CLASSES, COCO_IMAGE_SIZE, classification_sample, make_demo_dataset
+from dspnet_d2.demo.make_demo_data import CLASSES, COCO_IMAGE_SIZE, classification_sample, make_demo_dataset
 
 ARGS = dict(image_size=64, train_per_class=4, val_per_class=2, coco_train_images=6, coco_val_images=3, seed=0)
 

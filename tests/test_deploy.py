@@ -34,7 +34,7 @@ def deployable(dn: str, num_classes: int = 10) -> torch.nn.Module:
 
 def demo_images(count: int = 3) -> torch.Tensor:
     """Normalised demo images (the embedded shapes, generated in memory), upsampled to RESOLUTION."""
-    from dspnet_d2.demo.data import CLASSES, classification_sample
+    from dspnet_d2.demo.make_demo_data import CLASSES, classification_sample
 
     images = [torch.from_numpy(classification_sample(CLASSES[i], i, "val")[0].copy()).permute(2, 0, 1).float() / 255
               for i in range(count)]
@@ -146,7 +146,7 @@ def test_export_dn_command_refuses_what_it_cannot_do(tmp_path, capsys, monkeypat
 
 
 def test_a_dn_of_a_supernet_checkpoint_gets_its_own_bn_statistics(tmp_path, capsys):
-    from dspnet_d2.demo.data import make_demo_dataset
+    from dspnet_d2.demo.make_demo_data import make_demo_dataset
     from dspnet_d2.images import ImageFolderIO
     from dspnet_d2.recalibration import recalibrate_on_images
     from dspnet_d2.weights import PRETRAIN_FORMAT
@@ -258,7 +258,7 @@ def test_the_parity_check_fails_a_file_of_another_network(tmp_path):
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory):
     """An ImageFolder root of 16 demo images: the parity check takes 8 of them."""
-    from dspnet_d2.demo.data import make_demo_dataset
+    from dspnet_d2.demo.make_demo_data import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("images") / "data", train_per_class=2, val_per_class=1,
                              coco_train_images=1, coco_val_images=1)

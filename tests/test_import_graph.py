@@ -134,3 +134,15 @@ def test_the_library_never_imports_the_training_application():
     found = [f"{m} imports {t}" for m, ts in _imports(top_level_only=False).items() if m.startswith("dspnet_d2")
              for t in ts if t.startswith("pretrain")]
     assert not found, found
+
+
+def test_every_tool_runs_the_command_module_of_its_own_name():
+    """tools/X.py is a one-line caller of ``<package>.X.main`` (or of the package ``X`` itself)."""
+    mismatched = []
+    for tool in sorted((ROOT / "tools").glob("*.py")):
+        imports = [node for node in ast.parse(tool.read_text()).body if isinstance(node, ast.ImportFrom)
+                   and any(alias.name == "main" for alias in node.names)]
+        assert len(imports) == 1, f"{tool.name} imports no command's main"
+        if imports[0].module.rpartition(".")[2] != tool.stem:
+            mismatched.append(f"tools/{tool.name} runs {imports[0].module}")
+    assert not mismatched, mismatched

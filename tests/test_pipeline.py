@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from dspnet_d2.demo.data import make_demo_dataset
+from dspnet_d2.demo.make_demo_data import make_demo_dataset
 from dspnet_d2.deploy.convert import read_d2_pkl
 from dspnet_d2.errors import cli_main
 from dspnet_d2.weights import read_weights

@@ -1,4 +1,4 @@
-"""tools/report.py on hand-made run folders (no detectron2 needed)."""
+"""tools/detection_report.py on hand-made run folders (no detectron2 needed)."""
 import json
 import subprocess
 import sys
@@ -29,7 +29,7 @@ def test_report_table_csv_plot_and_missing_runs(tmp_path):
     # COCOEvaluator's result for a model without a single detection: NaN bbox AP, no segm
     _run_dir(tmp_path / "e", "mbv3_w1.0", results={"bbox": {"AP": float("nan"), "AP50": float("nan")}})
     out = tmp_path / "report"
-    result = subprocess.run([sys.executable, "tools/report.py", f"DSPNet={tmp_path / 'a'}", f"DSPNet={tmp_path / 'b'}",
+    result = subprocess.run([sys.executable, "tools/detection_report.py", f"DSPNet={tmp_path / 'a'}", f"DSPNet={tmp_path / 'b'}",
                              f"DSPNet={tmp_path / 'c'}", f"BYOL={tmp_path / 'd'}", f"BYOL={tmp_path / 'e'}",
                              str(tmp_path / "nothing"),
                              "-o", str(out)], cwd=ROOT, capture_output=True, text=True)
@@ -52,7 +52,7 @@ def test_report_expands_a_pattern_after_the_series_name(tmp_path):
         _run_dir(tmp_path / f"dspnet_{dn}", dn, results=_coco(30.0))
     _run_dir(tmp_path / "byol_mbv3_w0.5", "mbv3_w0.5", results=_coco(25.0))
     out = tmp_path / "report"
-    result = subprocess.run([sys.executable, "tools/report.py", f"DSPNet={tmp_path}/dspnet_*",
+    result = subprocess.run([sys.executable, "tools/detection_report.py", f"DSPNet={tmp_path}/dspnet_*",
                              f"BYOL={tmp_path}/byol_*", f"none={tmp_path}/absent_*", "-o", str(out)], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -133,7 +133,7 @@ def test_join_with_the_demo_evaluation_results(tmp_path):
     expected = {r["dn"]: r["top1"] for r in json.loads(DEMO_RESULTS.read_text())["results"] if r["series"] == "DSPNet"}
     assert {dn: values["DSPNet knn top-1"] for dn, values in table.items()} == {dn: {32: v} for dn, v in expected.items()}
 
-    detection = tmp_path / "ap" / "detection.csv"  # tools/report.py's columns
+    detection = tmp_path / "ap" / "detection.csv"  # tools/detection_report.py's columns
     detection.parent.mkdir()
     with open(detection, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["series", "dn", "params", "flops", "bbox/AP", "segm/AP"])

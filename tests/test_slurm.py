@@ -99,7 +99,7 @@ def test_a_local_two_task_detection_job_stops_is_requeued_and_resumes(tmp_path, 
     """tools/train_net.py as a two-task job (each task one rank, gloo): told to stop at its time limit after a
     periodic checkpoint, requeued, and resumed by the same command (which submit gave --resume) to the end."""
     pytest.importorskip("detectron2")
-    from dspnet_d2.demo.data import make_demo_dataset
+    from dspnet_d2.demo.make_demo_data import make_demo_dataset
 
     coco = make_demo_dataset(tmp_path / "coco", image_size=32, train_per_class=2, val_per_class=1,
                              coco_train_images=6, coco_val_images=1)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .data import CLASSES, _polygon_area, _regular
+from .make_demo_data import CLASSES, _polygon_area, _regular
 
 __all__ = ["write_photo_like_jpegs", "COCO_LIKE_SIZES", "write_coco_like"]
 

@@ -147,7 +147,7 @@ class Pipeline:
 
     def stage_pretrain(self) -> str:
         if self.cfg.DEMO_DATA:
-            from dspnet_d2.demo.data import make_demo_dataset
+            from dspnet_d2.demo.make_demo_data import make_demo_dataset
 
             make_demo_dataset(self.cfg.DEMO_DATA)  # returns at once when it is there
         command = self.python(self.cfg.PRETRAIN.LAUNCHER) + [

@@ -62,7 +62,7 @@ def step_flops(dns_sampled: list[list[str]], full: str, resolution: int, proj_hi
 def build_trainer(dns: str, n: int, args, out: str, momentum_bn: bool = True):
     import torch
 
-    from dspnet_d2.demo.data import make_demo_dataset
+    from dspnet_d2.demo.make_demo_data import make_demo_dataset
     from pretrain.engine.config import load_cfg
     from pretrain.engine.trainer import Trainer
 

@@ -1,5 +1,5 @@
 """Accuracy columns per DN from a run's own results: an evaluation or supervised ``results.json`` / ``results.csv``
-(``pretrain/eval/report.py``) and a detection ``detection.csv`` (``tools/report.py``), and their join with the DNs'
+(``pretrain/eval/report.py``) and a detection ``detection.csv`` (``tools/detection_report.py``), and their join with the DNs'
 measurements at the resolution each DN was measured at.
 
 Each (series, metric) of a file is one column, e.g. ``DSPNet knn top-1`` or ``DSPNet AP^bb``; a column name

@@ -1,6 +1,6 @@
 """Deterministic synthetic "shapes" images: the project's embedded demo data (nothing is downloaded).
 
-    from dspnet_d2.demo.data import make_demo_dataset
+    from dspnet_d2.demo.make_demo_data import make_demo_dataset
     root = make_demo_dataset("datasets/demo")   # ImageFolder train/val + COCO instance masks
 
 The data exists to check that BYOL pretraining learns *shape* (kNN accuracy of frozen features vs a
@@ -289,7 +289,7 @@ COMMAND_HELP = """Generate the embedded synthetic "shapes" demo data (determinis
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m dspnet_d2.demo.data", description=COMMAND_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m dspnet_d2.demo.make_demo_data", description=COMMAND_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="datasets/demo")
     p.add_argument("--image-size", type=int, default=32, help="side of the classification images (px)")
     p.add_argument("--train-per-class", type=int, default=120)

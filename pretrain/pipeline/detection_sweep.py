@@ -2,7 +2,7 @@
 
 For each DN: its weights from the pretraining checkpoint (``convert_to_d2 --dn``, BN statistics recalibrated on
 ``--data-root``: the paper's route), then ``tools/train_net.py`` with that DN and those weights, one run folder per
-DN; at the end ``tools/report.py`` over all of them. The runs go one after another here (``--num-gpus`` each),
+DN; at the end ``tools/detection_report.py`` over all of them. The runs go one after another here (``--num-gpus`` each),
 or as a Slurm job array (``--slurm``: one job of ``--nodes`` x ``--gpus-per-node`` per DN, requeued until done).
 Run it again to resume: converted weights and finished runs are kept, and each run resumes from its checkpoint.
 """
@@ -72,7 +72,7 @@ def run_sweep(*, checkpoint: str, dns: tuple[DNSpec, ...], config_file: str, out
         print(f"submitted {len(jobs)} job(s): {', '.join(job.job_id for job in jobs)}; logs in {output}/submitit",
               flush=True)
         if not wait:
-            print(f"when they are done: python tools/report.py {' '.join(report)} -o {report_dir}")
+            print(f"when they are done: python tools/detection_report.py {' '.join(report)} -o {report_dir}")
             return 0
         for job in jobs:
             job.results()  # raises with the job's own error if it failed
@@ -99,7 +99,7 @@ the options go to every training. Run the same command again to resume.
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pretrain.pipeline.sweep", description=COMMAND_HELP,
+    parser = argparse.ArgumentParser(prog="python -m pretrain.pipeline.detection_sweep", description=COMMAND_HELP,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="the pretraining checkpoint (checkpoint_XXXXXXXX.pth)")
     parser.add_argument("--dns", required=True, help="a DN set (mbv3_s5, resnet_s9) or DNs separated by commas")
