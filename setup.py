@@ -27,7 +27,7 @@ setup(
         "dev": ["pytest>=7"],
         # deployment: ONNX export (torch's dynamo exporter writes through onnxscript) and its checks
         "deploy": ["onnx", "onnxscript", "onnxruntime"],
-        # tools/submit.py: any command as a Slurm job (pretrain/engine/slurm.py)
+        # tools/submit.py: any command as a Slurm job (pretrain/engine/submit.py)
         "slurm": ["submitit"],
         # LOGGER.WANDB: the metrics mirrored to Weights & Biases (pretrain/engine/wandb_logger.py)
         "wandb": ["wandb"],
