@@ -270,7 +270,7 @@ def test_model_dns_is_parsed_once_from_the_config_to_the_exported_files(data_roo
     monkeypatch.setattr(dn_module, "_PATTERN", CountingPattern(dn_module._PATTERN))
     dns = "mbv3_w0.5,mbv3_w0.75,mbv3_w1.0"
     trainer = Trainer(tiny_cfg(data_root, tmp_path, "MODEL.DNS", dns, "MONITOR.KNN_PERIOD", "1",
-                               "MONITOR.BANK_IMAGES", "16", "MONITOR.VAL_IMAGES", "8",
+                               "MONITOR.BANK_IMAGES", "32", "MONITOR.VAL_IMAGES", "8",
                                "EXPORT_RECALIBRATION_BATCHES", "1"))
     assert trainer.train() == 8 and len(list((tmp_path / "export").glob("*.pth"))) == 3
     assert parsed == dns.split(",")

@@ -21,7 +21,7 @@ from ..errors import InvalidInputError  # noqa: E402
 from ..families import Family  # noqa: E402
 from ..slim.base import FEATURE_NAMES, FEATURE_STRIDES  # noqa: E402
 
-__all__ = ["DSPNetBackbone", "build_dspnet_fpn_backbone", "build_dspnet_mbv3_fpn_backbone",
+__all__ = ["DSPNetBackbone", "dn_backbone", "build_dspnet_fpn_backbone", "build_dspnet_mbv3_fpn_backbone",
            "build_dspnet_resnet_fpn_backbone"]
 
 
@@ -84,6 +84,11 @@ class DSPNetBackbone(Backbone):
     def output_shape(self) -> dict[str, ShapeSpec]:
         return {name: ShapeSpec(channels=self._out_feature_channels[name], stride=self._out_feature_strides[name])
                 for name in self._out_features}
+
+
+def dn_backbone(dn: str, out_features=FEATURE_NAMES, norm: str = "BN", freeze_at: int = 0) -> DSPNetBackbone:
+    """``DSPNetBackbone`` of a DN string: what a LazyConfig instantiates, its ``dn`` value being text (the edge)."""
+    return DSPNetBackbone(parse_dn(dn), out_features, norm, freeze_at)
 
 
 def _build(cfg, family: str | None = None) -> Backbone:

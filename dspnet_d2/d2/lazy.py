@@ -18,7 +18,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format  # noqa
 from detectron2.utils import comm  # noqa: E402
 
 from ..errors import MissingFileError  # noqa: E402
-from .backbone import DSPNetBackbone  # noqa: E402
+from .backbone import dn_backbone  # noqa: E402
 from .checkpoint import DSPNetCheckpointer  # noqa: E402
 from .train import DEMO_DATASETS, any_seed, ddp_model, register_demo  # noqa: E402
 
@@ -42,7 +42,7 @@ def dn_mask_rcnn_fpn(dn: str = "mbv3_w0.5", norm: str = "SyncBN"):
     """detectron2's Mask R-CNN FPN with the DN's static network as the bottom-up network, ``norm`` in it and in
     the FPN (the paper: SyncBN, every layer trained), RGB input with torchvision's normalisation."""
     model = model_zoo_config("common/models/mask_rcnn_fpn.py").model
-    model.backbone.bottom_up = L(DSPNetBackbone)(dn=dn, norm=norm, freeze_at=0)
+    model.backbone.bottom_up = L(dn_backbone)(dn=dn, norm=norm, freeze_at=0)
     model.backbone.in_features = ["res2", "res3", "res4", "res5"]
     model.backbone.norm = norm
     model.pixel_mean, model.pixel_std, model.input_format = PIXEL_MEAN, PIXEL_STD, "RGB"

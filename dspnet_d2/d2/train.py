@@ -159,7 +159,7 @@ def register_demo(root: str) -> None:
     dspnet_demo_train / dspnet_demo_val."""
     from detectron2.data import DatasetCatalog
 
-    from ..demo.data import make_demo_dataset
+    from ..demo.make_demo_data import make_demo_dataset
 
     if DEMO_DATASETS[0] in DatasetCatalog.list():
         return
