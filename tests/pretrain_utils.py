@@ -62,6 +62,20 @@ def torchrun(nproc, args, module="pretrain"):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
+def one_process(main, args) -> None:
+    """``python -m MODULE ARGS`` (``main``: the module's ``main(argv)``) in this process, with torchrun()'s one thread
+    per process: the reference of a ``torchrun`` run, as its single process would compute it (a world of one
+    sets up no process group) without starting torchrun and a second torch import."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([str(a) for a in args]) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+
 def assert_equal_states(a: dict, b: dict, where=""):
     """Two (nested) state dicts hold the same keys and bit-equal tensors."""
     import torch

@@ -11,7 +11,9 @@ import torch
 
 from dspnet_d2 import DN_SETS, build_supernet, parse_dn, slice_dn
 from dspnet_d2.weights import save_dn_file
-from pretrain_utils import tiny_data, torchrun
+from pretrain.__main__ import main as pretrain_main
+from pretrain.eval.__main__ import main as eval_main
+from pretrain_utils import one_process, tiny_data, torchrun
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,10 +36,6 @@ def _env():
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)  # same float math in every run
 
 
-def _torchrun(nproc, args):
-    torchrun(nproc, args)
-
-
 def _losses(output_dir):
     with open(os.path.join(output_dir, "metrics.jsonl")) as f:
         records = [json.loads(line) for line in f]
@@ -53,8 +51,8 @@ def test_two_process_ddp_equals_one_process(data_root, tmp_path):
     # float32 reduction order differs between the runs and tiny BN batches amplify it step by step (one
     # LARS update moved the loss by 4e-4 relative on a 2-core x86_64 machine), so the comparison covers the
     # first two steps, the second more loosely (the float64 test below checks the math exactly)
-    _torchrun(1, _args(data_root, tmp_path / "one", "SOLVER.EPOCHS", "1"))
-    _torchrun(2, _args(data_root, tmp_path / "two", "SOLVER.EPOCHS", "1"))
+    one_process(pretrain_main, _args(data_root, tmp_path / "one", "SOLVER.EPOCHS", "1"))
+    torchrun(2, _args(data_root, tmp_path / "two", "SOLVER.EPOCHS", "1"))
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(one) == len(two) == 4
     for step, (a, b) in enumerate(zip(one, two)):  # the same sub-networks every step
@@ -145,12 +143,13 @@ def test_two_process_knn_evaluation_equals_one_process(data_root, tmp_path):
     save_dn_file(str(weights), half, slice_dn(build_supernet(DN_SETS["mbv3_s3"]), half).state_dict())
 
     def evaluate(nproc, out):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "pretrain.eval", "--config-file", "configs/eval/knn.yaml", "PRETRAINED", str(weights),
-               "DATA.ROOT", str(data_root), "DATA.RESOLUTION", "32", "DATA.NUM_WORKERS", "0", "KNN.K", "5",
-               "TRAIN.BATCH_SIZE", "10", "BN_RECALIBRATION.BATCHES", "3", "OUTPUT_DIR", str(out)]
-        result = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        args = ["--config-file", "configs/eval/knn.yaml", "PRETRAINED", weights, "DATA.ROOT", data_root,
+                "DATA.RESOLUTION", "32", "DATA.NUM_WORKERS", "0", "KNN.K", "5", "TRAIN.BATCH_SIZE", "10",
+                "BN_RECALIBRATION.BATCHES", "3", "OUTPUT_DIR", out]
+        if nproc == 1:
+            one_process(eval_main, args)
+        else:
+            torchrun(nproc, args, "pretrain.eval")
         with open(out / "results.json") as f:
             return json.load(f)["results"][0]
 
