@@ -7,13 +7,15 @@ the default suite.
 """
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from dspnet_d2 import DN_SETS, build_static_dn
+from dspnet_d2.demo.make_demo_data import main as make_demo_data
+from dspnet_d2.errors import cli_main
+from pretrain.__main__ import main as pretrain_main
+from pretrain.eval.__main__ import main as eval_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = ("SOLVER.EPOCHS", "2", "MODEL.FULL_ONLY_EPOCHS", "1", "SOLVER.WARMUP_EPOCHS", "1", "MONITOR.KNN_PERIOD", "2")
@@ -22,18 +24,19 @@ SMALL_SET = ("--train-per-class", "48", "--val-per-class", "20", "--coco-train-i
 SMALL_TRAIN, FULL_TRAIN = 8 * 48, 8 * 120  # 8 classes
 
 
-def _run(*args, timeout=3600):
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+def _run(main, *args):
+    """A command of README (``main``: its module's ``main(argv)``) as its ``python -m`` runs it, in this process (no
+    second torch import); it must succeed."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(ROOT)  # the config paths are the checkout's
+        assert cli_main(lambda: main([str(a) for a in args])) == 0
 
 
 def _demo(root, *overrides, data_args=()):
     """The demo exactly as README runs it (only the paths, ``overrides`` and ``data_args`` differ)."""
     data, out = root / "demo", root / "out"
-    _run("tools/make_demo_data.py", "--root", str(data), *data_args)
-    _run("-m", "pretrain", "--config-file", "configs/pretrain/demo.yaml", "DATA.ROOT", str(data), "OUTPUT_DIR", str(out),
-         *overrides)
+    _run(make_demo_data, "--root", data, *data_args)
+    _run(pretrain_main, "--config-file", "configs/pretrain/demo.yaml", "DATA.ROOT", data, "OUTPUT_DIR", out, *overrides)
     return data, out
 
 
@@ -41,8 +44,8 @@ def _knn(data, out, step, *overrides):
     """README's demo evaluation command on the run's last checkpoint (only the paths differ, and one random
     init per DN instead of five: no assertion needs the other 20 encoders): its results."""
     checkpoint = out / f"checkpoint_{step:08d}.pth"
-    _run("-m", "pretrain.eval", "--config-file", "configs/eval/demo_knn.yaml", "PRETRAINED", str(checkpoint),
-         "DNS", "all", "DATA.ROOT", str(data), "OUTPUT_DIR", str(out / "knn"), "RANDOM_INIT_SEEDS", "1", *overrides)
+    _run(eval_main, "--config-file", "configs/eval/demo_knn.yaml", "PRETRAINED", checkpoint, "DNS", "all",
+         "DATA.ROOT", data, "OUTPUT_DIR", out / "knn", "RANDOM_INIT_SEEDS", "1", *overrides)
     print((out / "knn" / "results.md").read_text())  # the measured numbers, in the test log
     return json.loads((out / "knn" / "results.json").read_text())["results"]
 
