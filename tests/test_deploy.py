@@ -55,19 +55,53 @@ def check_onnx(dn, tmp_path):
         torch.testing.assert_close(got, expected, atol=ATOL, rtol=RTOL)
 
 
-def check_torchscript(dn, tmp_path):
+# a fresh process, nothing imported from this package: each TorchScript file loaded and run on its inputs, one
+# verdict line per file
+RELOAD_TORCHSCRIPT = """\
+import sys, torch
+for path, io_path in zip(sys.argv[1::2], sys.argv[2::2]):
+    try:
+        io = torch.load(io_path)
+        out = torch.jit.load(path)(io["images"])
+        torch.testing.assert_close(out, io["expected"], atol=1e-5, rtol=1e-5)
+        print(path, "same", tuple(out.shape))
+    except Exception as err:
+        print(path, "failed:", " ".join(str(err).split()))
+"""
+
+
+def export_torchscript_case(dn, folder) -> tuple[str, str]:
+    """DN ``dn`` as a TorchScript file, and a file of inputs with the PyTorch model's outputs."""
     model = deployable(dn)
-    path = export_torchscript(model, str(tmp_path / f"{dn}.pt"), RESOLUTION)
+    path = export_torchscript(model, str(folder / f"{dn}.pt"), RESOLUTION)
     images = torch.cat([torch.randn(2, 3, RESOLUTION, RESOLUTION), demo_images()])
     with torch.no_grad():
         expected = model(images)
-    torch.save({"images": images, "expected": expected}, tmp_path / "io.pt")
-    code = ("import sys, torch; m = torch.jit.load(sys.argv[1]); io = torch.load(sys.argv[2]); "
-            "out = m(io['images']); torch.testing.assert_close(out, io['expected'], atol=1e-5, rtol=1e-5); "
-            "print('same', tuple(out.shape))")  # a fresh process, nothing imported from this package
-    result = subprocess.run([sys.executable, "-c", code, path, str(tmp_path / "io.pt")], capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0 and "same (5, 10)" in result.stdout, result.stderr[-2000:]
+    torch.save({"images": images, "expected": expected}, folder / f"{dn}.io.pt")
+    return path, str(folder / f"{dn}.io.pt")
+
+
+def reload_torchscript(cases: list[tuple[str, str]]) -> dict[str, str]:
+    """Each case of ``export_torchscript_case`` run in one fresh process: {file: its verdict}."""
+    result = subprocess.run([sys.executable, "-c", RELOAD_TORCHSCRIPT, *[f for case in cases for f in case]],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return dict(line.split(" ", 1) for line in result.stdout.splitlines())
+
+
+def check_torchscript(dn, tmp_path):
+    path, io_path = export_torchscript_case(dn, tmp_path)
+    assert reload_torchscript([(path, io_path)]) == {path: "same (5, 10)"}
+
+
+@pytest.fixture(scope="module")
+def torchscript_of_edge_dns(tmp_path_factory):
+    """The edge DNs as TorchScript files, reloaded in one fresh process (one torch import, not one per DN):
+    {dn: (file, verdict)}."""
+    folder = tmp_path_factory.mktemp("torchscript")
+    cases = {dn: export_torchscript_case(dn, folder) for dn in EDGE_DNS}
+    verdicts = reload_torchscript(list(cases.values()))
+    return {dn: (path, verdicts.get(path)) for dn, (path, _) in cases.items()}
 
 
 @pytest.mark.parametrize("dn", EDGE_DNS)
@@ -76,8 +110,9 @@ def test_onnx_equals_pytorch_under_onnxruntime(dn, tmp_path):
 
 
 @pytest.mark.parametrize("dn", EDGE_DNS)
-def test_torchscript_reloaded_in_a_fresh_process_equals_pytorch(dn, tmp_path):
-    check_torchscript(dn, tmp_path)
+def test_torchscript_reloaded_in_a_fresh_process_equals_pytorch(dn, torchscript_of_edge_dns):
+    path, verdict = torchscript_of_edge_dns[dn]
+    assert verdict == "same (5, 10)", (path, verdict)
 
 
 @pytest.mark.deploy_sweep
