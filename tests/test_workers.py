@@ -28,9 +28,18 @@ def _kill_from_another_process(pid, sig="TERM"):
     subprocess.run(["kill", f"-{sig}", str(pid)], check=True)
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_workers_are_born_shielded_in_every_thread_and_start_programs_unshielded(method):
-    facts = next(iter(_loader(WorkerFacts(), method)))
+@pytest.fixture(scope="module", params=METHODS)
+def worker(request):
+    """A loader's one worker, started by each method, and the facts of its first item, taken before anything
+    is sent to it: the two tests below share the worker (a start under spawn or forkserver takes seconds)."""
+    loader = _loader(WorkerFacts(), request.param)
+    iterator = iter(loader)
+    yield iterator, next(iterator)
+    del iterator, loader
+
+
+def test_workers_are_born_shielded_in_every_thread_and_start_programs_unshielded(worker):
+    _, facts = worker
     shield = [name for name in facts["threads"] if name.startswith("stop-shield/")]
     assert len(shield) == 1  # the one thread that takes them (its mask shows them open while it waits)
     others = [mask for name, mask in facts["threads"].items() if name not in shield]
@@ -38,11 +47,9 @@ def test_workers_are_born_shielded_in_every_thread_and_start_programs_unshielded
     assert facts["child_mask"] & STOP_MASK == 0
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_a_worker_outlives_anyone_elses_signals_and_ends_on_its_loaders_sigterm(method):
-    loader = _loader(WorkerFacts(), method)
-    iterator = iter(loader)
-    pid = next(iterator)["pid"]
+def test_a_worker_outlives_anyone_elses_signals_and_ends_on_its_loaders_sigterm(worker):
+    iterator, facts = worker
+    pid = facts["pid"]
     for sig in ("TERM", "INT", "HUP", "USR1"):
         _kill_from_another_process(pid, sig)
     time.sleep(0.5)
@@ -52,7 +59,6 @@ def test_a_worker_outlives_anyone_elses_signals_and_ends_on_its_loaders_sigterm(
     while running(pid) and time.time() < deadline:
         time.sleep(0.05)
     assert not running(pid)
-    del iterator, loader
 
 
 ORPHAN = """
