@@ -34,11 +34,17 @@ def test_the_lazy_config_trains_two_iterations_on_the_demo_set(tmp_path):
     out = tmp_path / "lazy"
     overrides = ["model.backbone.bottom_up.dn=mbv3_w0.5", "model.backbone.bottom_up.norm=BN", "model.backbone.norm=BN",
                  "model.roi_heads.num_classes=8", "train.device=cpu", "model.proposal_generator.pre_nms_topk=[200,100]",
+                 "model.proposal_generator.post_nms_topk=[200,100]",
+                 "model.roi_heads.box_predictor.test_topk_per_image=20",
                  "dataloader.train.dataset.names=dspnet_demo_train", "dataloader.test.dataset.names=dspnet_demo_val",
                  "dataloader.train.total_batch_size=2", "dataloader.train.num_workers=0",
                  "dataloader.train.mapper.instance_mask_format=bitmask",  # the demo masks are RLE
                  "dataloader.train.mapper.augmentations.0.short_edge_length=[64]",
                  "dataloader.train.mapper.augmentations.0.max_size=128", "train.max_iter=2", "train.eval_period=0",
+                 # the evaluation at the training size too, of fewer boxes (800 px and 1000 proposals: seconds an
+                 # image on CPU)
+                 "dataloader.test.mapper.augmentations.0.short_edge_length=64",
+                 "dataloader.test.mapper.augmentations.0.max_size=128",
                  "lr_multiplier.warmup_length=0.5", "dataloader.evaluator.output_dir=" + str(out / "inference"),
                  f"train.output_dir={out}"]
     result = subprocess.run([sys.executable, "-m", "dspnet_d2.d2.lazy_train", "--config-file", CONFIG, "--demo-root",
