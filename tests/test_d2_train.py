@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from pretrain_utils import run_tool
 
 pytest.importorskip("detectron2")
 
@@ -11,7 +12,7 @@ ROOT = __file__.rsplit("/tests/", 1)[0]
 
 
 @pytest.mark.slow
-def test_demo_detection_trains_evaluates_and_reports(tmp_path):
+def test_demo_detection_trains_evaluates_and_reports(tmp_path, capsys, monkeypatch):
     out = tmp_path / "det"
     result = subprocess.run([sys.executable, "tools/train_net.py", "--config-file", "configs/detection/mask_rcnn_demo.yaml",
                              "--demo-root", str(tmp_path / "demo"), "SOLVER.MAX_ITER", "30", "SOLVER.STEPS", "(20,)",
@@ -25,7 +26,6 @@ def test_demo_detection_trains_evaluates_and_reports(tmp_path):
     assert final["dn"] == "mbv3_w0.5"
     for task in ("bbox", "segm"):
         assert 0.0 <= final["results"][task]["AP"] <= 100.0
-    report = subprocess.run([sys.executable, "tools/detection_report.py", f"demo={out}", "-o", str(tmp_path / "report")],
-                            cwd=ROOT, capture_output=True, text=True)
-    assert report.returncode == 0, report.stderr
+    report = run_tool("detection_report", [f"demo={out}", "-o", tmp_path / "report"], capsys, monkeypatch)
+    assert report.code == 0, report.err
     assert "| demo | mbv3_w0.5 |" in (tmp_path / "report" / "detection.md").read_text()
