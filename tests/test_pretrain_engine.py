@@ -1,5 +1,6 @@
 import json
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -23,6 +24,19 @@ def data_root(tmp_path_factory):
     return tiny_data(tmp_path_factory.mktemp("demo"))
 
 
+@pytest.fixture(scope="module")
+def straight(data_root, tmp_path_factory):
+    """The tiny run, trained once without interruption for the tests that only read it (its files, exports and
+    weights): its trainer, folder, the steps ``train`` returned and how often the target ran meanwhile."""
+    out = tmp_path_factory.mktemp("straight")
+    trainer = Trainer(tiny_cfg(data_root, out))
+    calls = []
+    hook = trainer.method.target.register_forward_hook(lambda *args: calls.append(1))
+    steps = trainer.train()
+    hook.remove()
+    return SimpleNamespace(trainer=trainer, out=out, steps=steps, target_calls=len(calls))
+
+
 def _records(output_dir):
     with open(os.path.join(output_dir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f]
@@ -34,15 +48,12 @@ def _assert_same_weights(a: dict, b: dict, atol=1e-6):
         assert torch.allclose(a[key].float(), b[key].float(), atol=atol), key
 
 
-def test_full_run_warmup_sandwich_export_and_checkpoints(data_root, tmp_path):
-    cfg = tiny_cfg(data_root, tmp_path)
-    trainer = Trainer(cfg)
+def test_full_run_warmup_sandwich_export_and_checkpoints(straight):
+    trainer, out = straight.trainer, straight.out
     assert trainer.total_steps == 8 and trainer.steps_per_epoch == 4
-    calls = []
-    trainer.method.target.register_forward_hook(lambda *args: calls.append(1))
-    assert trainer.train() == 8
-    assert len(calls) == 2 * 8  # the target runs once per view per step, whatever n is
-    records = _records(tmp_path)
+    assert straight.steps == 8
+    assert straight.target_calls == 2 * 8  # the target runs once per view per step, whatever n is
+    records = _records(out)
     assert [r["step"] for r in records] == list(range(1, 9))
     for r in records:
         losses = {k[5:]: v for k, v in r.items() if k.startswith("loss/")}
@@ -52,18 +63,18 @@ def test_full_run_warmup_sandwich_export_and_checkpoints(data_root, tmp_path):
             assert list(losses) == ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w1.0"]
         assert r["loss"] == pytest.approx(sum(losses.values()), rel=1e-5)
         assert {"lr", "tau", "images_per_s", "skipped_images", "epoch"} <= r.keys()
-    assert len(list_checkpoints(tmp_path)) == cfg.CHECKPOINT.KEEP
-    state = load_checkpoint(latest_checkpoint(tmp_path))  # weights_only=True inside
+    assert len(list_checkpoints(out)) == trainer.cfg.CHECKPOINT.KEEP
+    state = load_checkpoint(latest_checkpoint(out))  # weights_only=True inside
     assert state["step"] == 8 and "MODEL:" in state["config"]
     # the checkpoint describes itself: its DN set and where the encoder's torchvision-keyed weights are
     assert state["dns"] == ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w1.0"]
     assert state["encoder"] == {"entry": "online", "prefix": "encoder."}
-    served = read_weights(latest_checkpoint(tmp_path))
+    served = read_weights(latest_checkpoint(out))
     assert served.weights.keys() == trainer.method.online.encoder.state_dict().keys()
     assert served.record["step"] == 8 and not {"online", "target", "optimizer", "rng"} & served.record.keys()
-    assert os.path.exists(tmp_path / "tb")
+    assert os.path.exists(out / "tb")
     for dn in ["mbv3_w0.5", "mbv3_w0.75", "mbv3_w1.0"]:
-        saved = torch.load(tmp_path / "export" / f"{dn}.pth", weights_only=True)
+        saved = torch.load(out / "export" / f"{dn}.pth", weights_only=True)
         assert saved["dn"] == dn
         build_static_dn(parse_dn(dn)).load_state_dict(saved["state_dict"], strict=True)
     for r in records:  # the collapse monitor of every sampled DN
@@ -71,12 +82,11 @@ def test_full_run_warmup_sandwich_export_and_checkpoints(data_root, tmp_path):
             assert 0 < r[f"rep_std/{dn}"] <= 1 and 0 < r[f"proj_std/{dn}"] <= 1 and -1 <= r[f"view_cos/{dn}"] <= 1
 
 
-def test_exported_dns_carry_their_own_recalibrated_bn_statistics(data_root, tmp_path):
-    trainer = Trainer(tiny_cfg(data_root, tmp_path))
-    trainer.train()
+def test_exported_dns_carry_their_own_recalibrated_bn_statistics(data_root, straight):
+    trainer = straight.trainer
     images = ImageFolderIO(str(data_root / "train"))
     for dn in ["mbv3_w0.5", "mbv3_w1.0"]:
-        saved = torch.load(tmp_path / "export" / f"{dn}.pth", weights_only=True)
+        saved = torch.load(straight.out / "export" / f"{dn}.pth", weights_only=True)
         plain = torchvision.models.mobilenet_v3_large(width_mult=parse_dn(dn).width)  # README's three lines
         plain.classifier = torch.nn.Identity()
         plain.load_state_dict(saved["state_dict"])
@@ -103,11 +113,9 @@ def test_every_dn_set_runs_its_first_sandwich_step_with_n_3_4_5(data_root, tmp_p
         assert set(subnets) <= set(members)
 
 
-def _watched_runs(data_root, tmp_path, monitor):
+def _watched_runs(data_root, tmp_path, monitor, plain):
     """The tiny run with ``monitor`` on, straight and killed after step 5 then resumed, each checked to train
-    the same weights as the run without it; returns (straight, resumed)."""
-    plain = Trainer(tiny_cfg(data_root, tmp_path / "plain", "EXPORT", "False"))
-    plain.train()
+    the same weights as ``plain``, the run without it; returns (straight, resumed)."""
     watched = Trainer(tiny_cfg(data_root, tmp_path / "watched", "EXPORT", "False", *monitor))
     watched.train()
     first = Trainer(tiny_cfg(data_root, tmp_path / "resumed", "EXPORT", "False", *monitor))
@@ -127,9 +135,9 @@ def _curves(folder, prefix):  # the last record of each step: a resumed run repe
             for r in _records(folder) if any(k.startswith(prefix) for k in r)}
 
 
-def test_knn_monitor_leaves_training_unchanged_and_resumes_bit_identically(data_root, tmp_path):
+def test_knn_monitor_leaves_training_unchanged_and_resumes_bit_identically(data_root, straight, tmp_path):
     _watched_runs(data_root, tmp_path, ["MONITOR.KNN_PERIOD", "1", "MONITOR.BANK_IMAGES", "40",
-                                        "MONITOR.VAL_IMAGES", "12", "MONITOR.K", "5"])
+                                        "MONITOR.VAL_IMAGES", "12", "MONITOR.K", "5"], straight.trainer)
     curves = _curves(tmp_path / "watched", "knn/")
     assert sorted(curves) == [0, 4, 8]  # step 0, then every epoch
     assert all(set(v) == {"knn/mbv3_w0.5", "knn/mbv3_w0.75", "knn/mbv3_w1.0"} for v in curves.values())
@@ -138,8 +146,8 @@ def test_knn_monitor_leaves_training_unchanged_and_resumes_bit_identically(data_
     assert (tmp_path / "watched" / "knn_monitor.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_linear_probe_leaves_pretraining_unchanged_logs_each_dn_and_resumes_exactly(data_root, tmp_path):
-    probed, resumed = _watched_runs(data_root, tmp_path, ["MONITOR.LINEAR_PROBE", "True"])
+def test_linear_probe_leaves_pretraining_unchanged_logs_each_dn_and_resumes_exactly(data_root, straight, tmp_path):
+    probed, resumed = _watched_runs(data_root, tmp_path, ["MONITOR.LINEAR_PROBE", "True"], straight.trainer)
     assert "linear_probe" in load_checkpoint(latest_checkpoint(tmp_path / "resumed"))
     a, b = probed.probes.checkpoint_state(), resumed.probes.checkpoint_state()
     assert all(torch.equal(a["heads"][k], b["heads"][k]) for k in a["heads"])  # weights and the epoch's counts
@@ -153,17 +161,16 @@ def test_linear_probe_leaves_pretraining_unchanged_logs_each_dn_and_resumes_exac
     assert (tmp_path / "watched" / "knn_monitor.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_interrupted_run_resumes_to_the_same_weights(data_root, tmp_path):
-    straight = Trainer(tiny_cfg(data_root, tmp_path / "a"))
-    straight.train()
+def test_interrupted_run_resumes_to_the_same_weights(data_root, straight, tmp_path):
+    uninterrupted = straight.trainer
     first = Trainer(tiny_cfg(data_root, tmp_path / "b"))
     assert first.train(stop_after=5) == 5  # killed mid-epoch 1 (4 steps per epoch)
     del first
     resumed = Trainer(tiny_cfg(data_root, tmp_path / "b"))  # the same command again
     assert resumed.train() == 8
-    _assert_same_weights(straight.method.online.state_dict(), resumed.method.online.state_dict())
-    _assert_same_weights(straight.method.target.state_dict(), resumed.method.target.state_dict())
-    _assert_same_weights(straight.optimizer.state_dict()["state"][0], resumed.optimizer.state_dict()["state"][0])
+    _assert_same_weights(uninterrupted.method.online.state_dict(), resumed.method.online.state_dict())
+    _assert_same_weights(uninterrupted.method.target.state_dict(), resumed.method.target.state_dict())
+    _assert_same_weights(uninterrupted.optimizer.state_dict()["state"][0], resumed.optimizer.state_dict()["state"][0])
 
 
 def test_checkpoint_of_another_dn_set_is_refused(data_root, tmp_path):
