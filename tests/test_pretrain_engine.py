@@ -180,6 +180,18 @@ def test_checkpoint_of_another_dn_set_is_refused(data_root, tmp_path):
         other.train()
 
 
+def test_a_checkpoint_from_before_the_method_key_resumes_as_dspnet(data_root, tmp_path):
+    Trainer(tiny_cfg(data_root, tmp_path)).train(stop_after=1)
+    path = latest_checkpoint(tmp_path)
+    state = torch.load(path, weights_only=True)
+    assert state["signature"].pop("method") == "dspnet"
+    torch.save(state, path)  # as a checkpoint written before MODEL.METHOD existed
+    assert Trainer(tiny_cfg(data_root, tmp_path)).train(stop_after=1) == 2
+    other = Trainer(tiny_cfg(data_root, tmp_path, "MODEL.METHOD", "byol", "MODEL.DNS", "mbv3_w1.0"))
+    with pytest.raises(ValueError, match="method: checkpoint 'dspnet' vs this run 'byol'"):
+        other.train()
+
+
 def test_foreign_file_is_not_a_checkpoint(tmp_path):
     torch.save({"model": {}}, tmp_path / "checkpoint_00000001.pth")
     with pytest.raises(ValueError, match="not a dspnet pretraining checkpoint"):

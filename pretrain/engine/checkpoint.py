@@ -48,9 +48,10 @@ def load_checkpoint(path: str, kind: str = FORMAT, what: str = "pretraining") ->
     return state
 
 
-def check_signature(state: dict, signature: dict, path: str) -> None:
-    """Refuse a checkpoint of another recipe, family or DN set instead of half-loading it."""
-    saved = state.get("signature", {})
+def check_signature(state: dict, signature: dict, path: str, defaults: dict | None = None) -> None:
+    """Refuse a checkpoint of another recipe, family or DN set instead of half-loading it. ``defaults``: what a
+    checkpoint written before a signature entry existed held (e.g. the method, before there was a choice)."""
+    saved = {**(defaults or {}), **state.get("signature", {})}
     diffs = [f"{k}: checkpoint {saved.get(k)!r} vs this run {v!r}" for k, v in signature.items() if saved.get(k) != v]
     if diffs:
         raise InvalidInputError(f"checkpoint {path} belongs to another run; refusing to resume from it.\n  "

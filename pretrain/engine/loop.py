@@ -98,6 +98,7 @@ class ResumableRun:
     checkpoint_format = ""  # the ``format`` field of this run's checkpoints
     checkpoint_kind = ""  # what a wrong file is said not to be ("pretraining", "supervised")
     progress_desc = ""  # the progress bar's label
+    signature_defaults: dict = {}  # entries older checkpoints lack, as they were then (check_signature)
 
     def setup_process(self, cfg) -> None:
         """Join the process group (under torchrun), pick the device; the loaded recipe ``cfg`` (validated) and
@@ -235,7 +236,7 @@ class ResumableRun:
         if path is None:
             return False
         state = load_checkpoint(path, self.checkpoint_format, self.checkpoint_kind)
-        check_signature(state, self.signature(), path)
+        check_signature(state, self.signature(), path, self.signature_defaults)
         self.load_model_state(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])

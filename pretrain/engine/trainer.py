@@ -41,6 +41,7 @@ def run_signature(cfg, dns) -> dict:
 
 class Trainer(ResumableRun):
     checkpoint_format, checkpoint_kind, progress_desc = FORMAT, "pretraining", "pretrain"
+    signature_defaults = {"method": "dspnet"}  # checkpoints from before MODEL.METHOD are DSPNet's (BYOL: n = 1)
 
     def __init__(self, cfg):
         self.setup_process(cfg)
