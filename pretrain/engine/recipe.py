@@ -94,8 +94,8 @@ def load_recipe(defaults: CN, config_file: str | None, opts: list[str] | None, k
 
 def parse_recipe_args(argv, prog: str, doc: str, folder: str, example: str) -> argparse.Namespace:
     """``[--import FILE_OR_MODULE] --config-file FILE [KEY VALUE ...]``: the imports done (before the recipe
-is loaded, so a method they register is known), the file checked to exist (else the loader fails with a bare
-    FileNotFoundError)."""
+    is loaded, so a method they register is known), the file checked to exist (else the loader fails with a
+    bare FileNotFoundError)."""
     parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="FILE_OR_MODULE",
                         help="a Python file or module to import first: one that registers a method of your own "
